@@ -1,0 +1,255 @@
+"""The one TOML file: found, parsed, validated, with errors that name file, table and field.
+
+Found by ``--config``, then ``$KEYVAULT_CONFIG``, then ``./keyvault.toml``. It never holds a
+secret value, only where to find one (``master_key_env = "..."``, ``token_env = "..."``).
+Relative paths are relative to the config file, so a config works from any directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from keyvault.durations import format_duration, parse_duration
+from keyvault.errors import ConfigError, InvalidKeyName
+from keyvault.masterkey import DEFAULT_MASTER_KEY_ENV
+from keyvault.model import validate_name
+
+CONFIG_ENV = "KEYVAULT_CONFIG"
+DEFAULT_CONFIG_NAME = "keyvault.toml"
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _key_name(value: str) -> str:
+    try:
+        return validate_name(value)
+    except InvalidKeyName as exc:
+        raise ValueError(str(exc)) from None
+
+
+KeyName = Annotated[str, BeforeValidator(_key_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileProviderConfig(_Strict):
+    type: Literal["file"]
+    path: Path = Path(".keyvault/store.db")
+    master_key_file: Path | None = None
+    master_key_env: str | None = None
+    master_key_kms: str | None = None
+
+    @model_validator(mode="after")
+    def _one_master_key_source(self) -> FileProviderConfig:
+        given = [self.master_key_file, self.master_key_env, self.master_key_kms]
+        if sum(source is not None for source in given) > 1:
+            raise ValueError("set only one of master_key_file, master_key_env and master_key_kms")
+        return self
+
+    def master_key_variable(self) -> str:
+        return self.master_key_env or DEFAULT_MASTER_KEY_ENV
+
+
+class EnvProviderConfig(_Strict):
+    type: Literal["env"]
+    prefix: str = ""
+    keys: list[KeyName] = Field(default_factory=list)
+    environment: str | None = None
+
+
+ProviderConfig = Annotated[
+    FileProviderConfig | EnvProviderConfig,
+    Field(discriminator="type"),
+]
+PROVIDER_TYPES = ("file", "env")
+
+
+class PolicyConfig(_Strict):
+    max_age: Duration = timedelta(days=90)
+    warn_age: Duration | None = None
+    grace: Duration = timedelta(days=7)
+
+    @model_validator(mode="after")
+    def _ages_in_order(self) -> PolicyConfig:
+        if self.max_age <= timedelta(0):
+            raise ValueError("max_age must be longer than zero")
+        if self.warn_age is not None and self.warn_age > self.max_age:
+            raise ValueError(
+                f"warn_age ({format_duration(self.warn_age)}) is longer than max_age "
+                f"({format_duration(self.max_age)})"
+            )
+        return self
+
+    @property
+    def effective_warn_age(self) -> timedelta:
+        """Warn at 80% of max age unless told otherwise."""
+        return self.warn_age if self.warn_age is not None else self.max_age * 0.8
+
+
+class KeyConfig(_Strict):
+    provider: str | None = None
+    policy: str = "default"
+    issuer: str = "generated"
+    environment: str | None = None
+
+
+class Config(_Strict):
+    default_provider: str | None = None
+    environment: str | None = None
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    policies: dict[str, PolicyConfig] = Field(default_factory=dict)
+    keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
+
+    #: the file this was loaded from (not a TOML field)
+    source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("policies")
+    @classmethod
+    def _always_a_default_policy(cls, value: dict[str, PolicyConfig]) -> dict[str, PolicyConfig]:
+        return value if "default" in value else {**value, "default": PolicyConfig()}
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Config:
+        if self.default_provider is not None and self.default_provider not in self.providers:
+            raise ValueError(
+                f"default_provider {self.default_provider!r} is not a table under [providers]"
+            )
+        if self.default_provider is None and len(self.providers) > 1:
+            raise ValueError("several providers are configured: set default_provider")
+        for name, key in self.keys.items():
+            if key.provider is not None and key.provider not in self.providers:
+                raise ValueError(
+                    f'[keys."{name}"] provider {key.provider!r} is not a table under [providers]'
+                )
+            if key.policy not in self.policies:
+                raise ValueError(
+                    f'[keys."{name}"] policy {key.policy!r} is not a table under [policies]'
+                )
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source is not None else Path.cwd()
+
+    def resolve_path(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.base_dir / path
+
+    def default_provider_name(self) -> str:
+        if self.default_provider is not None:
+            return self.default_provider
+        if len(self.providers) == 1:
+            return next(iter(self.providers))
+        raise ConfigError(f"{self.source}: no providers configured")
+
+    def provider_for(self, key_name: str) -> str:
+        key = self.keys.get(key_name)
+        if key is not None and key.provider is not None:
+            return key.provider
+        return self.default_provider_name()
+
+    def key(self, key_name: str) -> KeyConfig:
+        """The key's config; keys the config does not name get the defaults."""
+        return self.keys.get(key_name) or KeyConfig()
+
+    def policy_for(self, key_name: str) -> PolicyConfig:
+        return self.policies[self.key(key_name).policy]
+
+    def keys_for_provider(self, provider: str) -> list[str]:
+        return [name for name in self.keys if self.provider_for(name) == provider]
+
+
+# -- finding and loading ---------------------------------------------------------------------
+
+
+def find_config(explicit: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if explicit is not None:
+        candidate, origin = explicit, "--config"
+    elif env.get(CONFIG_ENV):
+        candidate, origin = Path(env[CONFIG_ENV]), f"${CONFIG_ENV}"
+    else:
+        candidate = Path(DEFAULT_CONFIG_NAME)
+        if not candidate.exists():
+            raise ConfigError(
+                f"no {DEFAULT_CONFIG_NAME} here: pass --config PATH, set {CONFIG_ENV}, "
+                "or run `keyvault init` to create one"
+            )
+        return candidate.resolve()
+    if not candidate.is_file():
+        raise ConfigError(f"config file {candidate} (from {origin}) does not exist")
+    return candidate.resolve()
+
+
+def load_config(path: Path) -> Config:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    return parse_config(data, source=path)
+
+
+def parse_config(data: dict[str, Any], *, source: Path | None = None) -> Config:
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _describe(exc: ValidationError, source: Path | None) -> str:
+    where = str(source) if source is not None else "config"
+    lines = []
+    for error in exc.errors():
+        lines.append(f"{where}: {_location(error['loc'])}{_message(error)}")
+    return "\n".join(lines)
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling)"
+    if error["type"] == "union_tag_invalid":
+        message = f"unknown provider type; expected one of {', '.join(PROVIDER_TYPES)}"
+    return message
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in loc]
+    if not parts:
+        return ""
+    if parts[0] in ("providers", "policies", "keys") and len(parts) >= 2:
+        table_name = parts[1]
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", table_name):
+            table_name = f'"{table_name}"'
+        rest = parts[2:]
+        if parts[0] == "providers" and rest and rest[0] in PROVIDER_TYPES:
+            rest = rest[1:]
+        table = f"[{parts[0]}.{table_name}]"
+        if parts[0] == "keys" and rest and rest[0] == "[key]":
+            return f"{table} (the key name): "
+        return f"{table} {'.'.join(rest)}: " if rest else f"{table}: "
+    return f"{'.'.join(parts)}: "

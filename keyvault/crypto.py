@@ -1,0 +1,123 @@
+"""Sealing values at rest: AES-256-GCM under a keyring of master keys.
+
+The shape is ``MultiFernet``'s: the first master key encrypts, every key in the ring
+decrypts, so a master key can be rotated (``keyvault rekey``) by putting the new key first,
+re-encrypting, then dropping the old one. Each ciphertext records the id of the master key
+that sealed it, and binds caller-chosen associated data (the key name and version), so a
+ciphertext copied to another row fails to open. Every failure to open is the same opaque
+:class:`IntegrityError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keyvault.errors import ConfigError, IntegrityError
+
+MASTER_KEY_BYTES = 32
+NONCE_BYTES = 12
+
+
+class MasterKey:
+    """32 bytes of key material with a printable id; never shows the bytes."""
+
+    __slots__ = ("_aead", "_material", "key_id")
+
+    def __init__(self, material: bytes) -> None:
+        if len(material) != MASTER_KEY_BYTES:
+            raise ConfigError(
+                f"a master key must be {MASTER_KEY_BYTES} bytes (base64 of 32 random bytes), "
+                f"got {len(material)} bytes"
+            )
+        self._material = material
+        self._aead = AESGCM(material)
+        self.key_id = (
+            "mk:" + hashlib.sha256(b"keyvault-master-key-id\x00" + material).hexdigest()[:16]
+        )
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        return cls(os.urandom(MASTER_KEY_BYTES))
+
+    @classmethod
+    def from_base64(cls, text: str, *, source: str) -> MasterKey:
+        try:
+            material = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{source}: master key is not valid base64") from None
+        try:
+            return cls(material)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self._material).decode("ascii")
+
+    def material(self) -> bytes:
+        """The raw bytes, for wrapping under KMS. Nothing else should need them."""
+        return self._material
+
+    def __repr__(self) -> str:
+        return f"MasterKey({self.key_id})"
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError("MasterKey cannot be pickled")
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A ciphertext with the id of the master key that sealed it."""
+
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+
+class Keyring:
+    """First key encrypts, all keys decrypt."""
+
+    def __init__(self, keys: Iterable[MasterKey]) -> None:
+        self._keys: tuple[MasterKey, ...] = tuple(keys)
+        if not self._keys:
+            raise ConfigError("a keyring needs at least one master key")
+        self._by_id = {key.key_id: key for key in self._keys}
+
+    @property
+    def primary(self) -> MasterKey:
+        return self._keys[0]
+
+    @property
+    def keys(self) -> Sequence[MasterKey]:
+        return self._keys
+
+    def key_ids(self) -> list[str]:
+        return [key.key_id for key in self._keys]
+
+    def seal(self, plaintext: bytes, associated_data: bytes) -> Sealed:
+        nonce = os.urandom(NONCE_BYTES)
+        ciphertext = self.primary._aead.encrypt(nonce, plaintext, associated_data)
+        return Sealed(self.primary.key_id, nonce, ciphertext)
+
+    def open(self, sealed: Sealed, associated_data: bytes) -> bytes:
+        key = self._by_id.get(sealed.key_id)
+        if key is None:
+            raise IntegrityError(
+                f"value was sealed with master key {sealed.key_id}, which is not configured "
+                "(wrong master key?)"
+            )
+        try:
+            return key._aead.decrypt(sealed.nonce, sealed.ciphertext, associated_data)
+        except InvalidTag:
+            raise IntegrityError(
+                "stored value failed authentication: the store was tampered with or the "
+                "master key is wrong"
+            ) from None

@@ -1,0 +1,129 @@
+"""The provider contract every backend implements.
+
+A provider holds *credential keys* (API keys a client sends) with three stages — current
+(primary), previous (secondary) and pending — and moves them with compare-and-set, so many
+rotation replicas can act on one backend and exactly one of them wins each step. The
+backend is the distributed engine; the caller keeps no state between calls.
+
+Some backends also hold *server-rotated keys* (AWS KMS, Vault Transit): keys whose material
+never leaves the server. They do not fit the staged contract and have their own small one,
+:class:`ServerRotatedKeys`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NoReturn
+
+from keyvault.errors import ReadOnlyError
+from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo
+from keyvault.secret import SecretValue
+
+
+class KeyProvider(ABC):
+    """A backend that holds credential keys.
+
+    Every method takes key names already validated by :func:`keyvault.model.validate_name`
+    (callers go through :class:`keyvault.KeyVault`, which validates once at the edge).
+    Version ids are the backend's own strings.
+    """
+
+    #: the provider's name in the config (``[providers.<name>]``)
+    name: str
+    #: whether the write methods work; read-only backends raise ReadOnlyError from them
+    writable: bool = True
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def get_keyset(self, name: str) -> KeySet:
+        """The primary and (during grace) secondary, with their secret values."""
+
+    @abstractmethod
+    def list_keys(self) -> list[KeyInfo]:
+        """Every key's metadata. Must not read or decrypt secret values."""
+
+    @abstractmethod
+    def describe(self, name: str) -> KeyInfo:
+        """One key's metadata, including any pending version. No secret values."""
+
+    def get_pending(self, name: str) -> KeyVersion | None:
+        """The pending version with its secret (to test it before promotion)."""
+        if not self.writable:
+            return None
+        raise NotImplementedError(f"{type(self).__name__} does not implement get_pending")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        environment: str | None = None,
+        created_at: datetime | None = None,
+    ) -> KeyInfo:
+        """Create a new key whose first version is current. KeyExistsError if it exists."""
+        self._refuse_write("create")
+
+    def stage(self, name: str, value: SecretValue, *, request_token: str | None = None) -> KeyInfo:
+        """Store ``value`` as the pending version.
+
+        Idempotent per ``request_token``: staging again with the same token returns the
+        version staged the first time. A different pending version already present is a
+        ConflictError — one rotation at a time.
+        """
+        self._refuse_write("stage a version of")
+
+    def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
+        """Atomically: pending → current, current → previous (the old previous is dropped).
+
+        Compare-and-set: ConflictError unless the pending version is still
+        ``pending_version`` and the current one still ``expected_current``.
+        """
+        self._refuse_write("promote")
+
+    def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
+        """Drop the previous stage. ConflictError if the previous is not the one expected;
+        a no-op if there is no previous any more (a retry after success)."""
+        self._refuse_write("retire")
+
+    def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
+        """Drop a pending version that failed its test, so a new one can be staged."""
+        self._refuse_write("discard a pending version of")
+
+    def delete(self, name: str) -> None:
+        """Delete the key and every version."""
+        self._refuse_write("delete")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def get_many(self, names: Sequence[str]) -> dict[str, KeySet]:
+        """Read several keysets; backends with a batch API override this."""
+        return {name: self.get_keyset(name) for name in names}
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release connections. Safe to call twice."""
+
+    def _refuse_write(self, action: str) -> NoReturn:
+        if not self.writable:
+            raise ReadOnlyError(
+                f"provider {self.name!r} ({type(self).__name__}) is read-only: cannot {action} "
+                "a key here; change the key where it is defined, or move it to a writable "
+                "provider"
+            )
+        raise NotImplementedError(f"{type(self).__name__} does not implement {action}")
+
+
+class ServerRotatedKeys(ABC):
+    """Keys a server rotates itself: an age, a period and a rotate action, no material."""
+
+    @abstractmethod
+    def list_server_keys(self) -> list[ServerKeyInfo]:
+        """The configured server-rotated keys with their rotation state."""
+
+    @abstractmethod
+    def rotate_server_key(self, name: str) -> ServerKeyInfo:
+        """Rotate now; old versions keep decrypting."""

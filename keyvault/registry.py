@@ -1,0 +1,120 @@
+"""``KeyVault``: the providers one config names, built on first use, and the routing of a
+key name to its provider. It is what ``keyvault.load()`` returns and what the CLI and the
+rotation service work through."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from keyvault.config import Config, find_config, load_config
+from keyvault.errors import ConfigError, KeyvaultError
+from keyvault.model import KeyInfo, KeySet, validate_name
+from keyvault.providers import KeyProvider, build_provider
+from keyvault.secret import SecretValue
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFailure:
+    """A provider that could not be read while listing; the others still are."""
+
+    provider: str
+    error: KeyvaultError
+
+
+class KeyVault:
+    def __init__(self, config: Config, *, providers: Mapping[str, KeyProvider] | None = None):
+        self.config = config
+        self._providers: dict[str, KeyProvider] = dict(providers or {})
+        self._lock = threading.Lock()
+
+    # -- providers -------------------------------------------------------------------------
+
+    def provider(self, name: str) -> KeyProvider:
+        provider = self._providers.get(name)
+        if provider is None:
+            with self._lock:
+                provider = self._providers.get(name)
+                if provider is None:
+                    provider = build_provider(self.config, name)
+                    self._providers[name] = provider
+        return provider
+
+    def provider_for(self, key_name: str, override: str | None = None) -> KeyProvider:
+        validate_name(key_name)
+        if override is not None:
+            if override not in self.config.providers and override not in self._providers:
+                raise ConfigError(
+                    f"no provider named {override!r} (configured: "
+                    f"{', '.join(sorted(self.config.providers)) or 'none'})"
+                )
+            return self.provider(override)
+        return self.provider(self.config.provider_for(key_name))
+
+    def provider_names(self) -> list[str]:
+        return sorted(set(self.config.providers) | set(self._providers))
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def get_keyset(self, name: str, *, provider: str | None = None) -> KeySet:
+        return self.provider_for(name, provider).get_keyset(name)
+
+    def describe(self, name: str, *, provider: str | None = None) -> KeyInfo:
+        return self.provider_for(name, provider).describe(name)
+
+    def environment_of(self, name: str, stored: str | None) -> str | None:
+        """A key's environment label: the config's word wins over the stored one."""
+        configured = self.config.keys.get(name)
+        if configured is not None and configured.environment is not None:
+            return configured.environment
+        return stored
+
+    def put(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        provider: str | None = None,
+        environment: str | None = None,
+        created_at: datetime | None = None,
+    ) -> KeyInfo:
+        target = self.provider_for(name, provider)
+        return target.create(
+            name,
+            value,
+            environment=environment or self.environment_of(name, None),
+            created_at=created_at,
+        )
+
+    def list_keys(
+        self, *, provider: str | None = None
+    ) -> tuple[list[KeyInfo], list[ProviderFailure]]:
+        """Every key of every provider (or one); a provider that fails is reported, not fatal."""
+        names = [provider] if provider is not None else self.provider_names()
+        keys: list[KeyInfo] = []
+        failures: list[ProviderFailure] = []
+        for name in names:
+            try:
+                keys.extend(self.provider(name).list_keys())
+            except KeyvaultError as exc:
+                failures.append(ProviderFailure(name, exc))
+        return keys, failures
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            provider.close()
+
+    def __enter__(self) -> KeyVault:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def load(path: str | Path | None = None) -> KeyVault:
+    """The config file as the CLI finds it: ``path``, ``$KEYVAULT_CONFIG``, ``./keyvault.toml``."""
+    found = find_config(Path(path) if path is not None else None)
+    return KeyVault(load_config(found))

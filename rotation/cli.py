@@ -1,0 +1,255 @@
+"""The ``keyvault`` command.
+
+Every command maps errors once, here: a ``KeyvaultError`` prints one line on stderr and
+exits with its class's code (see ``keyvault.errors.EXIT_CODES``); ``--debug`` adds the
+traceback. Values never appear in output except through ``get --reveal``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from keyvault.config import find_config, load_config
+from keyvault.crypto import MasterKey
+from keyvault.errors import ConfigError, KeyvaultError
+from keyvault.masterkey import write_key_file
+from keyvault.model import utcnow, validate_name
+from keyvault.registry import KeyVault
+from keyvault.secret import SecretValue
+from rotation import render
+from rotation.tokens import generate_token
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STARTER_CONFIG = """\
+# keyvault configuration: where keys live and how old they may get.
+# It never holds a secret value, only where to find one.
+default_provider = "local"
+
+[providers.local]
+type = "file"                              # the embedded encrypted store
+path = ".keyvault/store.db"
+master_key_file = ".keyvault/master.key"   # or: master_key_env = "KEYVAULT_MASTER_KEY"
+
+[policies.default]
+max_age = "90d"
+warn_age = "80d"
+grace = "7d"
+"""
+
+
+class State:
+    """What the group options leave for the commands: the config path and a lazy KeyVault."""
+
+    def __init__(self, config_path: Path | None, debug: bool) -> None:
+        self.config_path = config_path
+        self.debug = debug
+        self._kv: KeyVault | None = None
+
+    @property
+    def kv(self) -> KeyVault:
+        if self._kv is None:
+            self._kv = KeyVault(load_config(find_config(self.config_path)))
+        return self._kv
+
+    def close(self) -> None:
+        if self._kv is not None:
+            self._kv.close()
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(func: F) -> F:
+    """Map the error tree to one line on stderr and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        state = click.get_current_context().find_object(State)
+        debug = state.debug if state is not None else False
+        try:
+            return func(*args, **kwargs)
+        except KeyvaultError as exc:
+            if debug:
+                traceback.print_exc()
+            fail(str(exc), exc.exit_code)
+        except (KeyboardInterrupt, click.exceptions.Exit, click.ClickException):
+            raise
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            fail(f"unexpected {type(exc).__name__} (run with --debug for details)", 1)
+        finally:
+            if state is not None:
+                state.close()
+
+    return wrapper  # type: ignore[return-value]
+
+
+format_option = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for machines",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar=None,
+    help="config file (default: $KEYVAULT_CONFIG, then ./keyvault.toml)",
+)
+@click.option("--debug", is_flag=True, help="show tracebacks on errors")
+@click.version_option(package_name="keyvault")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
+    """Key management and zero-downtime rotation for API keys.
+
+    \b
+    Exit codes: 0 ok, 1 check failed, 2 usage or config error, 3 key not found,
+    4 auth or permission denied, 5 backend unavailable, 6 integrity failure,
+    7 conflict with a concurrent writer.
+    """
+    ctx.obj = State(config_path, debug)
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    help="where to create keyvault.toml and .keyvault/",
+)
+@handles_errors
+def init(directory: Path) -> None:
+    """Create keyvault.toml, an embedded store and a 0600 master key file."""
+    config_path = directory / "keyvault.toml"
+    key_path = directory / ".keyvault" / "master.key"
+    store_path = directory / ".keyvault" / "store.db"
+    existing = [path for path in (config_path, key_path, store_path) if path.exists()]
+    if existing:
+        raise ConfigError(
+            f"refusing to overwrite {', '.join(map(str, existing))}: keyvault is already "
+            "initialised here"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    write_key_file(key_path, [MasterKey.generate()])
+    config_path.write_text(STARTER_CONFIG, encoding="utf-8")
+    kv = KeyVault(load_config(config_path.resolve()))
+    kv.provider("local")
+    kv.close()
+    click.echo(f"created {config_path}, {store_path} and {key_path} (mode 0600)")
+    click.echo("next: `keyvault put NAME` (value on stdin) or `keyvault put NAME --generate`")
+
+
+def _read_value_from_stdin() -> str:
+    if sys.stdin.isatty():
+        return str(click.prompt("value", hide_input=True, confirmation_prompt=True))
+    text = sys.stdin.read()
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def _parse_time(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option}: {text!r} is not an ISO-8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--generate", is_flag=True, help="create a random token instead of reading stdin")
+@click.option("--provider", help="provider to create the key in (default: from config)")
+@click.option("--environment", help="environment label, e.g. prod or dev")
+@click.option("--created-at", help="ISO-8601 creation time of a key imported from elsewhere")
+@format_option
+@click.pass_obj
+@handles_errors
+def put(
+    state: State,
+    name: str,
+    generate: bool,
+    provider: str | None,
+    environment: str | None,
+    created_at: str | None,
+    output_format: str,
+) -> None:
+    """Create key NAME from a value on stdin (never from an argument)."""
+    validate_name(name)
+    when = _parse_time(created_at, "--created-at")
+    if when is not None and when > utcnow():
+        raise ConfigError("--created-at is in the future")
+    raw = generate_token() if generate else _read_value_from_stdin()
+    if not raw:
+        raise ConfigError("no value on stdin (pipe the value in, or use --generate)")
+    info = state.kv.put(
+        name, SecretValue(raw), provider=provider, environment=environment, created_at=when
+    )
+    if output_format == "json":
+        click.echo(render.dumps(render.key_json(info)))
+    else:
+        click.echo(f"created {info.name} in {info.provider}: {info.current.fingerprint}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--provider", help="provider to read from (default: from config)")
+@click.option("--reveal", is_flag=True, help="print only the raw primary value, for piping")
+@format_option
+@click.pass_obj
+@handles_errors
+def get(state: State, name: str, provider: str | None, reveal: bool, output_format: str) -> None:
+    """Show key NAME's versions, fingerprints and ages (never the value without --reveal)."""
+    if reveal:
+        keyset = state.kv.get_keyset(name, provider=provider)
+        sys.stdout.write(keyset.primary.secret.reveal() + "\n")
+        return
+    info = state.kv.describe(name, provider=provider)
+    if output_format == "json":
+        data = render.key_json(info)
+        data.pop("pending") if info.pending is None else None
+        click.echo(render.dumps(data))
+    else:
+        render.console().print(render.key_table(info, utcnow()))
+
+
+@cli.command("list")
+@click.option("--provider", help="list only this provider")
+@format_option
+@click.pass_obj
+@handles_errors
+def list_keys(state: State, provider: str | None, output_format: str) -> None:
+    """One row per key: name, provider, primary fingerprint, age."""
+    keys, failures = state.kv.list_keys(provider=provider)
+    now = utcnow()
+    if output_format == "json":
+        click.echo(render.dumps([render.list_row_json(info, now) for info in keys]))
+    else:
+        render.console().print(render.list_table(keys, now))
+    for failure in failures:
+        click.echo(f"error: provider {failure.provider}: {failure.error}", err=True)
+    if failures:
+        sys.exit(max(failure.error.exit_code for failure in failures))
+
+
+def main() -> None:
+    cli(prog_name="keyvault")

@@ -1,0 +1,102 @@
+"""Turning metadata into what people and machines read. No secret value reaches here:
+everything rendered is ``KeyInfo``/``VersionInfo`` (fingerprints, versions, times)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from keyvault.model import KeyInfo, VersionInfo
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def age_days(created_at: datetime | None, now: datetime) -> float | None:
+    if created_at is None:
+        return None
+    return round((now - created_at).total_seconds() / 86400, 2)
+
+
+def version_json(info: VersionInfo | None) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    return {
+        "version": info.version,
+        "fingerprint": info.fingerprint,
+        "created_at": iso(info.created_at),
+    }
+
+
+def key_json(info: KeyInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "provider": info.provider,
+        "environment": info.environment,
+        "primary": version_json(info.current),
+        "secondary": version_json(info.previous),
+        "pending": version_json(info.pending),
+    }
+
+
+def list_row_json(info: KeyInfo, now: datetime) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "provider": info.provider,
+        "fingerprint": info.current.fingerprint,
+        "age_days": age_days(info.current.created_at, now),
+    }
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False)
+
+
+def _age_text(created_at: datetime | None, now: datetime) -> str:
+    days = age_days(created_at, now)
+    return "unknown" if days is None else f"{days:.1f}d"
+
+
+def key_table(info: KeyInfo, now: datetime) -> Table:
+    title = f"{info.name}  [dim](provider {info.provider}"
+    title += f", environment {info.environment})[/dim]" if info.environment else ")[/dim]"
+    table = Table(title=title, title_justify="left")
+    for column in ("stage", "version", "fingerprint", "created", "age"):
+        table.add_column(column)
+    for stage, version in (
+        ("primary", info.current),
+        ("secondary", info.previous),
+        ("pending", info.pending),
+    ):
+        if version is not None:
+            table.add_row(
+                stage,
+                version.version,
+                version.fingerprint,
+                iso(version.created_at) or "unknown",
+                _age_text(version.created_at, now),
+            )
+    return table
+
+
+def list_table(keys: list[KeyInfo], now: datetime) -> Table:
+    table = Table()
+    for column in ("name", "provider", "fingerprint", "age"):
+        table.add_column(column)
+    for info in keys:
+        table.add_row(
+            info.name,
+            info.provider,
+            info.current.fingerprint,
+            _age_text(info.current.created_at, now),
+        )
+    return table
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
