@@ -115,7 +115,7 @@ class Config(_Strict):
     default_provider: str | None = None
     environment: str | None = None
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
-    policies: dict[str, PolicyConfig] = Field(default_factory=dict)
+    policies: dict[str, PolicyConfig] = Field(default_factory=dict, validate_default=True)
     keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
 
     #: the file this was loaded from (not a TOML field)

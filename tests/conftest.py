@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from keyvault.crypto import Keyring, MasterKey
+from keyvault.providers.base import KeyProvider
+from keyvault.providers.file import FileProvider
+
+
+class Clock:
+    """A clock tests move by hand: time is a parameter, never the wall clock."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def key_name() -> Callable[[str], str]:
+    """Unique key names, so tests can share one server without colliding."""
+
+    def make(stem: str = "test") -> str:
+        return f"{stem}/{uuid.uuid4().hex[:12]}"
+
+    return make
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    return Keyring([MasterKey.generate()])
+
+
+@pytest.fixture
+def file_provider(tmp_path: Path, keyring: Keyring) -> Iterator[FileProvider]:
+    provider = FileProvider("local", tmp_path / "store.db", keyring)
+    yield provider
+    provider.close()
+
+
+WRITABLE_BACKENDS = ["file"]
+
+
+@pytest.fixture(params=WRITABLE_BACKENDS)
+def provider(request: pytest.FixtureRequest) -> KeyProvider:
+    """Every writable backend, for the conformance suite."""
+    fixture: KeyProvider = request.getfixturevalue(f"{request.param}_provider")
+    return fixture

@@ -1,0 +1,209 @@
+"""The conformance suite: every writable backend passes the same tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from keyvault.errors import ConflictError, KeyExistsError, KeyNotFoundError
+from keyvault.model import KeyInfo
+from keyvault.providers.base import KeyProvider
+from keyvault.secret import SecretValue
+from tests.leaks import canary
+
+Names = Callable[[str], str]
+
+
+def _secret() -> SecretValue:
+    return SecretValue(canary())
+
+
+def test_create_then_read(provider: KeyProvider, key_name: Names) -> None:
+    name, value = key_name("create"), _secret()
+    created_at = datetime(2025, 6, 1, 8, 30, tzinfo=UTC)
+    info = provider.create(name, value, environment="prod", created_at=created_at)
+    assert info.current.fingerprint == value.fingerprint
+    keyset = provider.get_keyset(name)
+    assert keyset.primary.secret == value
+    assert keyset.secondary is None
+    assert keyset.primary.created_at == created_at
+    assert keyset.environment == "prod"
+    described = provider.describe(name)
+    assert described.environment == "prod"
+    assert described.current.created_at == created_at
+    assert described.previous is None and described.pending is None
+    assert described.promoted_at is None
+
+
+def test_create_existing_is_refused(provider: KeyProvider, key_name: Names) -> None:
+    name, first = key_name("dup"), _secret()
+    provider.create(name, first)
+    with pytest.raises(KeyExistsError, match="rotate"):
+        provider.create(name, _secret())
+    assert provider.get_keyset(name).primary.secret == first
+
+
+def test_missing_key(provider: KeyProvider, key_name: Names) -> None:
+    name = key_name("missing")
+    with pytest.raises(KeyNotFoundError):
+        provider.get_keyset(name)
+    with pytest.raises(KeyNotFoundError):
+        provider.describe(name)
+    with pytest.raises(KeyNotFoundError):
+        provider.stage(name, _secret())
+
+
+def _has_no_secret(value: object) -> bool:
+    if isinstance(value, SecretValue):
+        return False
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(_has_no_secret(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return True
+
+
+def test_list_has_metadata_only(provider: KeyProvider, key_name: Names) -> None:
+    names = sorted(key_name("list") for _ in range(3))
+    values = {name: _secret() for name in names}
+    for name in names:
+        provider.create(name, values[name], environment="dev")
+    listed = {info.name: info for info in provider.list_keys() if info.name in values}
+    assert sorted(listed) == names
+    for name, info in listed.items():
+        assert isinstance(info, KeyInfo)
+        assert _has_no_secret(info)
+        assert info.provider == provider.name
+        assert info.environment == "dev"
+        assert info.current.fingerprint == values[name].fingerprint
+        assert info.current.created_at is not None
+
+
+def test_stage_promote_retire(provider: KeyProvider, key_name: Names) -> None:
+    name, old, new = key_name("rotate"), _secret(), _secret()
+    v1 = provider.create(name, old).current.version
+
+    staged = provider.stage(name, new, request_token="tok-1")
+    assert staged.pending is not None
+    assert staged.pending.fingerprint == new.fingerprint
+    assert provider.get_keyset(name).primary.secret == old, "pending is never served"
+    pending = provider.get_pending(name)
+    assert pending is not None and pending.secret == new
+
+    promoted = provider.promote(name, pending_version=staged.pending.version, expected_current=v1)
+    assert promoted.current.version == staged.pending.version
+    assert promoted.previous is not None and promoted.previous.version == v1
+    assert promoted.pending is None
+    assert promoted.promoted_at is not None
+    keyset = provider.get_keyset(name)
+    assert keyset.primary.secret == new
+    assert keyset.secondary is not None and keyset.secondary.secret == old
+
+    retired = provider.retire(name, expected_previous=v1)
+    assert retired.previous is None
+    assert provider.get_keyset(name).secondary is None
+    again = provider.retire(name, expected_previous=v1)
+    assert again.previous is None, "retire is idempotent"
+
+
+def test_stage_is_idempotent_per_token(provider: KeyProvider, key_name: Names) -> None:
+    name, value = key_name("token"), _secret()
+    provider.create(name, _secret())
+    first = provider.stage(name, value, request_token="rotation-42")
+    second = provider.stage(name, value, request_token="rotation-42")
+    assert first.pending is not None and second.pending is not None
+    assert first.pending.version == second.pending.version
+    with pytest.raises(ConflictError):
+        provider.stage(name, _secret(), request_token="rotation-43")
+
+
+def test_promote_is_compare_and_set(provider: KeyProvider, key_name: Names) -> None:
+    name, old = key_name("cas"), _secret()
+    v1 = provider.create(name, old).current.version
+    staged = provider.stage(name, _secret())
+    assert staged.pending is not None
+    with pytest.raises(ConflictError):
+        provider.promote(name, pending_version=staged.pending.version, expected_current="999999")
+    with pytest.raises(ConflictError):
+        provider.promote(name, pending_version="999999", expected_current=v1)
+    unchanged = provider.describe(name)
+    assert unchanged.current.version == v1
+    assert unchanged.pending is not None and unchanged.pending.version == staged.pending.version
+    assert provider.get_keyset(name).primary.secret == old
+
+
+def test_second_rotation_drops_the_old_previous(provider: KeyProvider, key_name: Names) -> None:
+    name, values = key_name("twice"), [_secret() for _ in range(3)]
+    current = provider.create(name, values[0]).current.version
+    for value in values[1:]:
+        staged = provider.stage(name, value)
+        assert staged.pending is not None
+        current = provider.promote(
+            name, pending_version=staged.pending.version, expected_current=current
+        ).current.version
+    keyset = provider.get_keyset(name)
+    assert keyset.primary.secret == values[2]
+    assert keyset.secondary is not None and keyset.secondary.secret == values[1]
+
+
+def test_retire_checks_the_version(provider: KeyProvider, key_name: Names) -> None:
+    name = key_name("retire")
+    v1 = provider.create(name, _secret()).current.version
+    staged = provider.stage(name, _secret())
+    assert staged.pending is not None
+    provider.promote(name, pending_version=staged.pending.version, expected_current=v1)
+    with pytest.raises(ConflictError):
+        provider.retire(name, expected_previous=staged.pending.version)
+    assert provider.describe(name).previous is not None
+
+
+def test_discard_pending(provider: KeyProvider, key_name: Names) -> None:
+    name, current = key_name("discard"), _secret()
+    provider.create(name, current)
+    staged = provider.stage(name, _secret())
+    assert staged.pending is not None
+    after = provider.discard_pending(name, pending_version=staged.pending.version)
+    assert after.pending is None
+    assert provider.get_pending(name) is None
+    restaged = provider.stage(name, _secret())
+    assert restaged.pending is not None
+    assert provider.get_keyset(name).primary.secret == current
+
+
+def test_delete(provider: KeyProvider, key_name: Names) -> None:
+    name = key_name("delete")
+    provider.create(name, _secret())
+    provider.delete(name)
+    with pytest.raises(KeyNotFoundError):
+        provider.get_keyset(name)
+    assert name not in {info.name for info in provider.list_keys()}
+
+
+def test_concurrent_promotes_one_wins(provider: KeyProvider, key_name: Names) -> None:
+    name = key_name("race")
+    v1 = provider.create(name, _secret()).current.version
+    staged = provider.stage(name, _secret())
+    assert staged.pending is not None
+    pending_version = staged.pending.version
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def promote() -> None:
+        barrier.wait()
+        try:
+            provider.promote(name, pending_version=pending_version, expected_current=v1)
+            outcomes.append("won")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=promote) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["conflict", "won"]
+    final = provider.describe(name)
+    assert final.current.version == pending_version
+    assert final.previous is not None and final.previous.version == v1
