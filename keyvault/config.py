@@ -75,11 +75,44 @@ class EnvProviderConfig(_Strict):
     environment: str | None = None
 
 
+class TransitConfig(_Strict):
+    mount: str = "transit"
+    keys: list[str] = Field(default_factory=list)
+
+
+class VaultProviderConfig(_Strict):
+    type: Literal["vault"]
+    url: str
+    mount: str = "secret"
+    prefix: str = "keyvault/"
+    namespace: str | None = None
+    ca_cert: Path | None = None
+    verify: bool = True
+    timeout: float = Field(default=10.0, gt=0)
+    token_env: str = "VAULT_TOKEN"  # noqa: S105 - a variable name, not a token
+    role_id_env: str | None = None
+    secret_id_env: str | None = None
+    secret_id_file: Path | None = None
+    approle_mount: str = "approle"
+    list_concurrency: int = Field(default=16, ge=1, le=256)
+    transit: TransitConfig = Field(default_factory=TransitConfig)
+
+    @model_validator(mode="after")
+    def _approle_complete(self) -> VaultProviderConfig:
+        if self.role_id_env is None and (self.secret_id_env or self.secret_id_file):
+            raise ValueError("secret_id_env / secret_id_file need role_id_env (AppRole)")
+        if self.role_id_env is not None and not (self.secret_id_env or self.secret_id_file):
+            raise ValueError("AppRole needs secret_id_env or secret_id_file")
+        if self.secret_id_env and self.secret_id_file:
+            raise ValueError("set only one of secret_id_env and secret_id_file")
+        return self
+
+
 ProviderConfig = Annotated[
-    FileProviderConfig | EnvProviderConfig,
+    FileProviderConfig | EnvProviderConfig | VaultProviderConfig,
     Field(discriminator="type"),
 ]
-PROVIDER_TYPES = ("file", "env")
+PROVIDER_TYPES = ("file", "env", "vault")
 
 
 class PolicyConfig(_Strict):

@@ -52,7 +52,9 @@ def file_provider(tmp_path: Path, keyring: Keyring) -> Iterator[FileProvider]:
     provider.close()
 
 
-WRITABLE_BACKENDS = ["file"]
+pytest_plugins = ["tests.fixtures_vault"]
+
+WRITABLE_BACKENDS = ["file", "vault"]
 
 
 @pytest.fixture(params=WRITABLE_BACKENDS)

@@ -6,7 +6,7 @@ an app that uses the file store never imports boto3 or hvac.
 
 from __future__ import annotations
 
-from keyvault.config import Config, EnvProviderConfig, FileProviderConfig
+from keyvault.config import Config, EnvProviderConfig, FileProviderConfig, VaultProviderConfig
 from keyvault.errors import ConfigError
 from keyvault.masterkey import keyring_from_env, keyring_from_file
 from keyvault.providers.base import KeyProvider, ServerRotatedKeys
@@ -34,7 +34,52 @@ def build_provider(config: Config, name: str) -> KeyProvider:
             prefix=settings.prefix,
             environment=settings.environment,
         )
+    if isinstance(settings, VaultProviderConfig):
+        return _vault_provider(config, name, settings)
     raise ConfigError(f"{config.source}: [providers.{name}] has an unsupported type")
+
+
+def _needs_extra(config: Config, name: str, kind: str, extra: str) -> ConfigError:
+    return ConfigError(
+        f"{config.source}: [providers.{name}] is a {kind} provider, which needs the "
+        f"'{extra}' extra: pip install 'keyvault[{extra}]'"
+    )
+
+
+def _vault_provider(config: Config, name: str, settings: VaultProviderConfig) -> KeyProvider:
+    try:
+        import hvac
+
+        from keyvault.providers.vault import AppRoleLogin, VaultProvider
+    except ImportError:
+        raise _needs_extra(config, name, "vault", "vault") from None
+    verify: bool | str = settings.verify
+    if settings.ca_cert is not None:
+        verify = str(config.resolve_path(settings.ca_cert))
+    client = hvac.Client(
+        url=settings.url, namespace=settings.namespace, verify=verify, timeout=settings.timeout
+    )
+    approle = None
+    if settings.role_id_env is not None:
+        approle = AppRoleLogin(
+            role_id_env=settings.role_id_env,
+            secret_id_env=settings.secret_id_env,
+            secret_id_file=None
+            if settings.secret_id_file is None
+            else config.resolve_path(settings.secret_id_file),
+            mount=settings.approle_mount,
+        )
+    return VaultProvider(
+        name,
+        client,
+        mount=settings.mount,
+        prefix=settings.prefix,
+        token_env=settings.token_env,
+        approle=approle,
+        transit_mount=settings.transit.mount,
+        transit_keys=tuple(settings.transit.keys),
+        list_concurrency=settings.list_concurrency,
+    )
 
 
 def _file_provider(config: Config, name: str, settings: FileProviderConfig) -> KeyProvider:

@@ -1,0 +1,647 @@
+"""Vault / OpenBao KV v2 backend (``hvac``), and Transit keys as server-rotated keys.
+
+Storage: one KV v2 entry per key. Its data is the key's whole stage document::
+
+    {"current":  {"version": "3", "value": "...", "created_at": "...", "request_token": ...},
+     "previous": {...} | absent,
+     "pending":  {...} | absent,
+     "next_version": 4, "environment": "prod", "promoted_at": "..."}
+
+Every write is check-and-set against the KV version just read, so two writers never both
+succeed, and KV's own version history is the audit trail. After each write the entry's
+``custom_metadata`` is refreshed with the stage pointers, fingerprints and times (no
+values) and stamped with the KV version it describes: listing reads metadata only, and a
+stamp that lags the entry (a writer died between its two calls, or two metadata writes
+crossed) sends that one key back to its data, so a stale index is never believed.
+
+All hvac and requests exceptions are mapped once, in :meth:`VaultProvider._call`; none
+escapes and none of their text (which can hold response bodies) is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions as hvac_errors
+import requests
+
+from keyvault.errors import (
+    AuthError,
+    BackendUnavailableError,
+    ConfigError,
+    ConflictError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyvaultError,
+)
+from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo, Stage, VersionInfo, utcnow
+from keyvault.providers.base import KeyProvider, ServerRotatedKeys
+from keyvault.secret import SecretValue
+
+T = TypeVar("T")
+META_PREFIX = "keyvault_"
+_STAGES = (Stage.CURRENT, Stage.PREVIOUS, Stage.PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class AppRoleLogin:
+    """Where the AppRole credentials come from (names of variables or a file, never values)."""
+
+    role_id_env: str
+    secret_id_env: str | None = None
+    secret_id_file: Path | None = None
+    mount: str = "approle"
+
+    def credentials(self, environ: Mapping[str, str]) -> tuple[str, str]:
+        role_id = environ.get(self.role_id_env)
+        if not role_id:
+            raise ConfigError(f"AppRole role id variable {self.role_id_env} is not set")
+        if self.secret_id_file is not None:
+            try:
+                secret_id = self.secret_id_file.read_text().strip()
+            except OSError:
+                raise ConfigError(
+                    f"AppRole secret id file {self.secret_id_file} cannot be read"
+                ) from None
+        elif self.secret_id_env is not None:
+            secret_id = environ.get(self.secret_id_env, "")
+            if not secret_id:
+                raise ConfigError(f"AppRole secret id variable {self.secret_id_env} is not set")
+        else:
+            raise ConfigError("AppRole needs secret_id_env or secret_id_file")
+        return role_id, secret_id
+
+
+class _TokenKeeper:
+    """Keeps the client's token valid: renews before expiry, logs in again via AppRole.
+
+    A token from the environment that cannot be renewed is used until the server refuses
+    it; then the error says so.
+    """
+
+    RENEW_MARGIN = 0.2  # renew when less than a fifth of the TTL is left
+
+    def __init__(
+        self,
+        client: hvac.Client,
+        *,
+        token_env: str,
+        approle: AppRoleLogin | None,
+        environ: Mapping[str, str],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._token_env = token_env
+        self._approle = approle
+        self._environ = environ
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._ready = False
+        self._renew_at: float | None = None
+        self._renewable = False
+
+    def ensure(self) -> None:
+        with self._lock:
+            if not self._ready:
+                self._authenticate()
+            elif self._renew_at is not None and self._monotonic() >= self._renew_at:
+                self._refresh()
+
+    def relogin(self) -> bool:
+        """After a 403: with AppRole, log in again (the token may have expired)."""
+        if self._approle is None:
+            return False
+        with self._lock:
+            self._login()
+        return True
+
+    def _authenticate(self) -> None:
+        if self._approle is not None:
+            self._login()
+            return
+        token = self._environ.get(self._token_env)
+        if not token and not self._client.token:
+            raise ConfigError(f"Vault token variable {self._token_env} is not set")
+        if token:
+            self._client.token = token
+        self._ready = True
+        try:
+            data = self._client.auth.token.lookup_self()["data"]
+        except hvac_errors.Forbidden:
+            raise AuthError(
+                f"Vault token from {self._token_env} is invalid, expired or revoked"
+            ) from None
+        self._schedule(data.get("ttl") or 0, bool(data.get("renewable")))
+
+    def _login(self) -> None:
+        assert self._approle is not None
+        role_id, secret_id = self._approle.credentials(self._environ)
+        try:
+            auth = self._client.auth.approle.login(
+                role_id=role_id, secret_id=secret_id, mount_point=self._approle.mount
+            )["auth"]
+        except (hvac_errors.InvalidRequest, hvac_errors.Forbidden):
+            raise AuthError("AppRole login refused: wrong role id or secret id") from None
+        self._ready = True
+        self._schedule(auth.get("lease_duration") or 0, bool(auth.get("renewable")))
+
+    def _refresh(self) -> None:
+        if self._renewable:
+            try:
+                auth = self._client.auth.token.renew_self()["auth"]
+                self._schedule(auth.get("lease_duration") or 0, bool(auth.get("renewable")))
+                return
+            except hvac_errors.VaultError:
+                pass
+        if self._approle is not None:
+            self._login()
+        else:
+            self._renew_at = None  # nothing more we can do; the server will tell
+
+    def _schedule(self, ttl: int, renewable: bool) -> None:
+        self._renewable = renewable
+        self._renew_at = None if ttl <= 0 else self._monotonic() + ttl * (1 - self.RENEW_MARGIN)
+
+
+class VaultProvider(KeyProvider, ServerRotatedKeys):
+    def __init__(
+        self,
+        name: str,
+        client: hvac.Client,
+        *,
+        mount: str = "secret",
+        prefix: str = "keyvault/",
+        token_env: str = "VAULT_TOKEN",  # noqa: S107 - a variable name
+        approle: AppRoleLogin | None = None,
+        transit_mount: str = "transit",
+        transit_keys: tuple[str, ...] = (),
+        list_concurrency: int = 16,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.mount = mount
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self.transit_mount = transit_mount
+        self.transit_keys = tuple(transit_keys)
+        self.list_concurrency = max(1, list_concurrency)
+        self._clock = clock
+        self._tokens = _TokenKeeper(
+            client,
+            token_env=token_env,
+            approle=approle,
+            environ=os.environ if environ is None else environ,
+        )
+
+    # -- the one error boundary ------------------------------------------------------------
+
+    def _call(self, action: str, path: str, func: Callable[[], T]) -> T:
+        self._tokens.ensure()
+        try:
+            return func()
+        except hvac_errors.Forbidden as exc:
+            if not self._tokens.relogin():  # with AppRole, an expired token is replaced
+                raise self._mapped(exc, action, path) from None
+        except Exception as exc:
+            raise self._mapped(exc, action, path) from None
+        try:
+            return func()
+        except Exception as exc:
+            raise self._mapped(exc, action, path) from None
+
+    def _mapped(self, exc: Exception, action: str, path: str) -> Exception:
+        where = f"{self.mount}/{path}" if path else self.mount
+        if isinstance(exc, KeyvaultError):
+            return exc
+        if isinstance(exc, hvac_errors.Forbidden | hvac_errors.Unauthorized):
+            return AuthError(f"Vault denied {action} on {where}: permission denied")
+        if isinstance(exc, hvac_errors.InvalidPath):
+            return KeyNotFoundError(f"not found in Vault: {where}")
+        if isinstance(exc, hvac_errors.InvalidRequest) and "check-and-set" in str(exc.errors):
+            return ConflictError(f"Vault check-and-set failed on {where}: changed concurrently")
+        if isinstance(exc, hvac_errors.VaultDown):
+            return BackendUnavailableError(f"Vault is sealed or in maintenance ({action} {where})")
+        if isinstance(exc, hvac_errors.RateLimitExceeded):
+            return BackendUnavailableError(f"Vault rate limit exceeded ({action} {where})")
+        if isinstance(exc, requests.exceptions.RequestException):
+            return BackendUnavailableError(
+                f"Vault at {self.client.url} is unreachable ({type(exc).__name__} during {action})"
+            )
+        if isinstance(exc, hvac_errors.VaultError):
+            return BackendUnavailableError(
+                f"Vault refused {action} on {where} ({type(exc).__name__})"
+            )
+        return BackendUnavailableError(f"Vault {action} on {where} failed ({type(exc).__name__})")
+
+    # -- documents -------------------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        return self.prefix + name
+
+    def _read_doc(self, name: str) -> tuple[dict[str, Any], int]:
+        path = self._path(name)
+        try:
+            response = self._call(
+                "read",
+                path,
+                lambda: self.client.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=self.mount, raise_on_deleted_version=True
+                ),
+            )
+        except KeyNotFoundError:
+            raise KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}") from None
+        data = response["data"]
+        return dict(data["data"]), int(data["metadata"]["version"])
+
+    def _write_doc(self, name: str, doc: dict[str, Any], cas: int) -> KeyInfo:
+        path = self._path(name)
+        try:
+            response = self._call(
+                "write",
+                path,
+                lambda: self.client.secrets.kv.v2.create_or_update_secret(
+                    path=path, secret=doc, cas=cas, mount_point=self.mount
+                ),
+            )
+        except ConflictError:
+            if cas == 0:
+                raise KeyExistsError(
+                    f"key {name!r} already exists in provider {self.name!r}; "
+                    "use `keyvault rotate` to replace its value"
+                ) from None
+            raise ConflictError(f"key {name!r} was changed by another writer; re-read it") from None
+        kv_version = int(response["data"]["version"])
+        self._write_index(name, doc, kv_version)
+        return self._info_from_doc(name, doc)
+
+    def _write_index(self, name: str, doc: dict[str, Any], kv_version: int) -> None:
+        path = self._path(name)
+        meta = _index_from_doc(doc, kv_version)
+        self._call(
+            "update metadata of",
+            path,
+            lambda: self.client.secrets.kv.v2.update_metadata(
+                path=path, custom_metadata=meta, mount_point=self.mount
+            ),
+        )
+
+    def _info_from_doc(self, name: str, doc: dict[str, Any]) -> KeyInfo:
+        def version_info(stage: Stage) -> VersionInfo | None:
+            entry = doc.get(stage.value)
+            if not entry:
+                return None
+            return VersionInfo(
+                str(entry["version"]),
+                SecretValue(entry["value"]).fingerprint,
+                _parse_time(entry.get("created_at")),
+            )
+
+        current = version_info(Stage.CURRENT)
+        if current is None:
+            raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no current version")
+        return KeyInfo(
+            name=name,
+            provider=self.name,
+            current=current,
+            previous=version_info(Stage.PREVIOUS),
+            pending=version_info(Stage.PENDING),
+            environment=doc.get("environment"),
+            promoted_at=_parse_time(doc.get("promoted_at")),
+        )
+
+    def _entry(self, doc: dict[str, Any], value: SecretValue, token: str | None) -> dict[str, Any]:
+        version = int(doc.get("next_version", 1))
+        doc["next_version"] = version + 1
+        entry = {
+            "version": str(version),
+            "value": value.reveal(),
+            "created_at": _iso(self._clock()),
+        }
+        if token is not None:
+            entry["request_token"] = token
+        return entry
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get_keyset(self, name: str) -> KeySet:
+        doc, _ = self._read_doc(name)
+        current = doc.get("current")
+        if not current:
+            raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no current version")
+        previous = doc.get("previous")
+        return KeySet(
+            name,
+            _key_version(current),
+            None if not previous else _key_version(previous),
+            doc.get("environment"),
+        )
+
+    def get_pending(self, name: str) -> KeyVersion | None:
+        doc, _ = self._read_doc(name)
+        pending = doc.get("pending")
+        return None if not pending else _key_version(pending)
+
+    def describe(self, name: str) -> KeyInfo:
+        doc, _ = self._read_doc(name)
+        return self._info_from_doc(name, doc)
+
+    def list_names(self) -> list[str]:
+        """Walk the prefix recursively (KV lists one folder level per call)."""
+        names: list[str] = []
+        folders = [""]
+        while folders:
+            folder = folders.pop()
+            path = self.prefix + folder
+            try:
+                response = self._call(
+                    "list",
+                    path,
+                    lambda p=path: self.client.secrets.kv.v2.list_secrets(  # type: ignore[misc]
+                        path=p, mount_point=self.mount
+                    ),
+                )
+            except KeyNotFoundError:
+                continue  # an empty folder lists as 404
+            for entry in response["data"]["keys"]:
+                if entry.endswith("/"):
+                    folders.append(folder + entry)
+                else:
+                    names.append(folder + entry)
+        return sorted(names)
+
+    def list_keys(self) -> list[KeyInfo]:
+        names = self.list_names()
+        with ThreadPoolExecutor(max_workers=self.list_concurrency) as pool:
+            infos = list(pool.map(self._info_from_metadata, names))
+        return [info for info in infos if info is not None]
+
+    def list_keys_sequential(self) -> list[KeyInfo]:
+        """The one-by-one listing, kept for the benchmark's baseline."""
+        infos = [self._info_from_metadata(name) for name in self.list_names()]
+        return [info for info in infos if info is not None]
+
+    def _info_from_metadata(self, name: str) -> KeyInfo | None:
+        path = self._path(name)
+        try:
+            data = self._call(
+                "read metadata of",
+                path,
+                lambda: self.client.secrets.kv.v2.read_secret_metadata(
+                    path=path, mount_point=self.mount
+                ),
+            )["data"]
+        except KeyNotFoundError:
+            return None  # deleted between list and read
+        meta = data.get("custom_metadata") or {}
+        info = None
+        if meta.get(META_PREFIX + "kv_version") == str(data.get("current_version")):
+            info = _info_from_index(name, self.name, meta)
+        if info is not None:
+            return info
+        try:
+            return self.describe(name)  # the index lags the entry: trust the data
+        except KeyNotFoundError:
+            return None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        environment: str | None = None,
+        created_at: datetime | None = None,
+    ) -> KeyInfo:
+        doc: dict[str, Any] = {"next_version": 1}
+        doc["current"] = self._entry(doc, value, None)
+        if created_at is not None:
+            doc["current"]["created_at"] = _iso(created_at)
+        if environment is not None:
+            doc["environment"] = environment
+        return self._write_doc(name, doc, cas=0)
+
+    def stage(self, name: str, value: SecretValue, *, request_token: str | None = None) -> KeyInfo:
+        doc, kv_version = self._read_doc(name)
+        if request_token is not None and any(
+            (doc.get(stage.value) or {}).get("request_token") == request_token for stage in _STAGES
+        ):
+            return self._info_from_doc(name, doc)
+        pending = doc.get("pending")
+        if pending:
+            raise ConflictError(
+                f"key {name!r} already has pending version {pending['version']}; "
+                "promote or discard it before staging another"
+            )
+        doc["pending"] = self._entry(doc, value, request_token)
+        return self._write_doc(name, doc, cas=kv_version)
+
+    def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
+        doc, kv_version = self._read_doc(name)
+        pending, current = doc.get("pending"), doc.get("current")
+        if not pending or pending["version"] != pending_version:
+            raise ConflictError(
+                f"key {name!r}: pending version is "
+                f"{pending['version'] if pending else 'none'}, expected {pending_version}"
+            )
+        if not current or current["version"] != expected_current:
+            raise ConflictError(
+                f"key {name!r}: current version is "
+                f"{current['version'] if current else 'none'}, expected {expected_current}"
+            )
+        doc["previous"], doc["current"] = current, pending
+        doc.pop("pending")
+        doc["promoted_at"] = _iso(self._clock())
+        return self._write_doc(name, doc, cas=kv_version)
+
+    def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
+        doc, kv_version = self._read_doc(name)
+        previous = doc.get("previous")
+        if not previous:
+            return self._info_from_doc(name, doc)
+        if previous["version"] != expected_previous:
+            raise ConflictError(
+                f"key {name!r}: previous version is {previous['version']}, "
+                f"expected {expected_previous}"
+            )
+        doc.pop("previous")
+        return self._write_doc(name, doc, cas=kv_version)
+
+    def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
+        doc, kv_version = self._read_doc(name)
+        pending = doc.get("pending")
+        if not pending:
+            return self._info_from_doc(name, doc)
+        if pending["version"] != pending_version:
+            raise ConflictError(
+                f"key {name!r}: pending version is {pending['version']}, expected {pending_version}"
+            )
+        doc.pop("pending")
+        return self._write_doc(name, doc, cas=kv_version)
+
+    def delete(self, name: str) -> None:
+        self._read_doc(name)
+        path = self._path(name)
+        self._call(
+            "delete",
+            path,
+            lambda: self.client.secrets.kv.v2.delete_metadata_and_all_versions(
+                path=path, mount_point=self.mount
+            ),
+        )
+
+    def kv_versions(self, name: str) -> int:
+        """How many KV versions the entry has: its write history."""
+        path = self._path(name)
+        data = self._call(
+            "read metadata of",
+            path,
+            lambda: self.client.secrets.kv.v2.read_secret_metadata(
+                path=path, mount_point=self.mount
+            ),
+        )["data"]
+        return int(data["current_version"])
+
+    def close(self) -> None:
+        adapter = getattr(self.client, "adapter", None)
+        session = getattr(adapter, "session", None)
+        if session is not None:
+            session.close()
+
+    # -- Transit: server-rotated keys ------------------------------------------------------
+
+    def _transit(self, name: str) -> ServerKeyInfo:
+        path = f"keys/{name}"
+        data = self._call(
+            "read transit key",
+            path,
+            lambda: self.client.secrets.transit.read_key(name=name, mount_point=self.transit_mount),
+        )["data"]
+        latest = int(data["latest_version"])
+        versions: dict[str, Any] = data.get("keys") or {}
+        created = _transit_time(versions.get(str(latest)))
+        period = int(data.get("auto_rotate_period") or 0)
+        return ServerKeyInfo(
+            name=name,
+            provider=self.name,
+            kind="vault-transit",
+            latest_version=str(latest),
+            created_at=created,
+            last_rotated_at=created if latest > 1 else None,
+            auto_rotation=period > 0,
+            rotation_period=timedelta(seconds=period) if period else None,
+            min_decryption_version=str(data.get("min_decryption_version", 1)),
+        )
+
+    def list_server_keys(self) -> list[ServerKeyInfo]:
+        return [self._transit(name) for name in self.transit_keys]
+
+    def rotate_server_key(self, name: str) -> ServerKeyInfo:
+        self._call(
+            "rotate transit key",
+            f"keys/{name}",
+            lambda: self.client.secrets.transit.rotate_key(
+                name=name, mount_point=self.transit_mount
+            ),
+        )
+        return self._transit(name)
+
+    def retire_server_key_versions(self, name: str, *, grace: timedelta) -> ServerKeyInfo:
+        """Once the newest version is older than ``grace``, stop decrypting older ones."""
+        info = self._transit(name)
+        latest = int(info.latest_version)
+        min_version = int(info.min_decryption_version or 1)
+        if (
+            min_version < latest
+            and info.created_at is not None
+            and self._clock() - info.created_at >= grace
+        ):
+            self._call(
+                "configure transit key",
+                f"keys/{name}",
+                lambda: self.client.secrets.transit.update_key_configuration(
+                    name=name, min_decryption_version=latest, mount_point=self.transit_mount
+                ),
+            )
+            info = self._transit(name)
+        return info
+
+
+# -- plain functions over documents and metadata -------------------------------------------------
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _transit_time(value: Any) -> datetime | None:
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        return _parse_time(value)
+    return None
+
+
+def _key_version(entry: Mapping[str, Any]) -> KeyVersion:
+    return KeyVersion(
+        str(entry["version"]), SecretValue(entry["value"]), _parse_time(entry.get("created_at"))
+    )
+
+
+def _index_from_doc(doc: Mapping[str, Any], kv_version: int) -> dict[str, str]:
+    """custom_metadata holds strings only: stage pointers, fingerprints and times."""
+    meta = {META_PREFIX + "kv_version": str(kv_version)}
+    for stage in _STAGES:
+        entry = doc.get(stage.value)
+        if entry:
+            meta[f"{META_PREFIX}{stage.value}_version"] = str(entry["version"])
+            meta[f"{META_PREFIX}{stage.value}_fingerprint"] = SecretValue(
+                entry["value"]
+            ).fingerprint
+            meta[f"{META_PREFIX}{stage.value}_created_at"] = entry.get("created_at") or ""
+    for field in ("environment", "promoted_at"):
+        if doc.get(field):
+            meta[META_PREFIX + field] = str(doc[field])
+    return meta
+
+
+def _info_from_index(name: str, provider: str, meta: Mapping[str, str]) -> KeyInfo | None:
+    def version_info(stage: Stage) -> VersionInfo | None:
+        version = meta.get(f"{META_PREFIX}{stage.value}_version")
+        if version is None:
+            return None
+        return VersionInfo(
+            version,
+            meta.get(f"{META_PREFIX}{stage.value}_fingerprint", ""),
+            _parse_time(meta.get(f"{META_PREFIX}{stage.value}_created_at")),
+        )
+
+    current = version_info(Stage.CURRENT)
+    if current is None:
+        return None
+    return KeyInfo(
+        name=name,
+        provider=provider,
+        current=current,
+        previous=version_info(Stage.PREVIOUS),
+        pending=version_info(Stage.PENDING),
+        environment=meta.get(META_PREFIX + "environment"),
+        promoted_at=_parse_time(meta.get(META_PREFIX + "promoted_at")),
+    )

