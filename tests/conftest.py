@@ -11,6 +11,8 @@ from keyvault.crypto import Keyring, MasterKey
 from keyvault.providers.base import KeyProvider
 from keyvault.providers.file import FileProvider
 
+pytest_plugins = ["tests.fixtures_vault"]
+
 
 class Clock:
     """A clock tests move by hand: time is a parameter, never the wall clock."""
@@ -52,7 +54,6 @@ def file_provider(tmp_path: Path, keyring: Keyring) -> Iterator[FileProvider]:
     provider.close()
 
 
-pytest_plugins = ["tests.fixtures_vault"]
 
 WRITABLE_BACKENDS = ["file", "vault"]
 

@@ -88,7 +88,7 @@ class _TokenKeeper:
     it; then the error says so.
     """
 
-    RENEW_MARGIN = 0.2  # renew when less than a fifth of the TTL is left
+    RENEW_AFTER = 0.5  # renew once half the TTL has passed, as Vault Agent does
 
     def __init__(
         self,
@@ -129,10 +129,9 @@ class _TokenKeeper:
             self._login()
             return
         token = self._environ.get(self._token_env)
-        if not token and not self._client.token:
+        if not token:  # never hvac's implicit ~/.vault-token: only what the config names
             raise ConfigError(f"Vault token variable {self._token_env} is not set")
-        if token:
-            self._client.token = token
+        self._client.token = token
         self._ready = True
         try:
             data = self._client.auth.token.lookup_self()["data"]
@@ -169,7 +168,7 @@ class _TokenKeeper:
 
     def _schedule(self, ttl: int, renewable: bool) -> None:
         self._renewable = renewable
-        self._renew_at = None if ttl <= 0 else self._monotonic() + ttl * (1 - self.RENEW_MARGIN)
+        self._renew_at = None if ttl <= 0 else self._monotonic() + ttl * self.RENEW_AFTER
 
 
 class VaultProvider(KeyProvider, ServerRotatedKeys):
@@ -206,8 +205,8 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
     # -- the one error boundary ------------------------------------------------------------
 
     def _call(self, action: str, path: str, func: Callable[[], T]) -> T:
-        self._tokens.ensure()
         try:
+            self._tokens.ensure()
             return func()
         except hvac_errors.Forbidden as exc:
             if not self._tokens.relogin():  # with AppRole, an expired token is replaced
@@ -547,6 +546,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         return [self._transit(name) for name in self.transit_keys]
 
     def rotate_server_key(self, name: str) -> ServerKeyInfo:
+        self._transit(name)  # a missing key is "not found", not a refused rotation
         self._call(
             "rotate transit key",
             f"keys/{name}",

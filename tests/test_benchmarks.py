@@ -1,0 +1,38 @@
+"""Each benchmark script runs end to end on a small input and prints its ratios.
+
+Timing is never asserted: only that the script works and reports what it promises.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        (
+            "vault_listing.py",
+            ["--keys", "20", "--rtt-ms", "1"],
+            ["one by one", "concurrent", "ratio"],
+        ),
+    ],
+)
+def test_benchmark_runs(script: str, args: list[str], expected: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for word in expected:
+        assert word in result.stdout
+    assert "Traceback" not in result.stderr
