@@ -56,13 +56,22 @@ class FileProviderConfig(_Strict):
     master_key_file: Path | None = None
     master_key_env: str | None = None
     master_key_kms: str | None = None
+    master_key_kms_file: Path | None = None
+    kms_region: str | None = None
+    kms_endpoint_url: str | None = None
 
     @model_validator(mode="after")
     def _one_master_key_source(self) -> FileProviderConfig:
         given = [self.master_key_file, self.master_key_env, self.master_key_kms]
         if sum(source is not None for source in given) > 1:
             raise ValueError("set only one of master_key_file, master_key_env and master_key_kms")
+        if self.master_key_kms is None and self.master_key_kms_file is not None:
+            raise ValueError("master_key_kms_file needs master_key_kms")
         return self
+
+    def wrapped_key_path(self) -> Path:
+        """Where the KMS-wrapped master key lives (default: beside the store)."""
+        return self.master_key_kms_file or self.path.with_name(self.path.name + ".master-key.kms")
 
     def master_key_variable(self) -> str:
         return self.master_key_env or DEFAULT_MASTER_KEY_ENV
@@ -108,11 +117,32 @@ class VaultProviderConfig(_Strict):
         return self
 
 
+class AwsProviderConfig(_Strict):
+    type: Literal["aws"]
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    prefix: str = "keyvault/"
+    kms_key_id: str | None = None
+    value_field: str | None = None
+    kms_keys: list[str] = Field(default_factory=list)
+    recovery_window_days: int = Field(default=7, ge=0, le=30)
+
+    @field_validator("recovery_window_days")
+    @classmethod
+    def _aws_window(cls, value: int) -> int:
+        if 0 < value < 7:
+            raise ValueError(
+                "AWS accepts a recovery window of 7 to 30 days, or 0 to delete at once"
+            )
+        return value
+
+
 ProviderConfig = Annotated[
-    FileProviderConfig | EnvProviderConfig | VaultProviderConfig,
+    FileProviderConfig | EnvProviderConfig | VaultProviderConfig | AwsProviderConfig,
     Field(discriminator="type"),
 ]
-PROVIDER_TYPES = ("file", "env", "vault")
+PROVIDER_TYPES = ("file", "env", "vault", "aws")
 
 
 class PolicyConfig(_Strict):

@@ -11,7 +11,7 @@ from keyvault.crypto import Keyring, MasterKey
 from keyvault.providers.base import KeyProvider
 from keyvault.providers.file import FileProvider
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.fixtures_vault", "tests.fixtures_aws"]
 
 
 class Clock:
@@ -54,8 +54,7 @@ def file_provider(tmp_path: Path, keyring: Keyring) -> Iterator[FileProvider]:
     provider.close()
 
 
-
-WRITABLE_BACKENDS = ["file", "vault"]
+WRITABLE_BACKENDS = ["file", "vault", "aws"]
 
 
 @pytest.fixture(params=WRITABLE_BACKENDS)

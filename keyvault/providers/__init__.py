@@ -6,7 +6,14 @@ an app that uses the file store never imports boto3 or hvac.
 
 from __future__ import annotations
 
-from keyvault.config import Config, EnvProviderConfig, FileProviderConfig, VaultProviderConfig
+from keyvault.config import (
+    AwsProviderConfig,
+    Config,
+    EnvProviderConfig,
+    FileProviderConfig,
+    VaultProviderConfig,
+)
+from keyvault.crypto import Keyring
 from keyvault.errors import ConfigError
 from keyvault.masterkey import keyring_from_env, keyring_from_file
 from keyvault.providers.base import KeyProvider, ServerRotatedKeys
@@ -36,6 +43,8 @@ def build_provider(config: Config, name: str) -> KeyProvider:
         )
     if isinstance(settings, VaultProviderConfig):
         return _vault_provider(config, name, settings)
+    if isinstance(settings, AwsProviderConfig):
+        return _aws_provider(config, name, settings)
     raise ConfigError(f"{config.source}: [providers.{name}] has an unsupported type")
 
 
@@ -88,9 +97,70 @@ def _file_provider(config: Config, name: str, settings: FileProviderConfig) -> K
     if settings.master_key_file is not None:
         keyring = keyring_from_file(config.resolve_path(settings.master_key_file))
     elif settings.master_key_kms is not None:
-        raise ConfigError(
-            f"{config.source}: [providers.{name}] master_key_kms needs the aws backend"
-        )
+        keyring = _kms_keyring(config, name, settings)
     else:
         keyring = keyring_from_env(settings.master_key_variable())
     return FileProvider(name, config.resolve_path(settings.path), keyring)
+
+
+def _boto3_session(config: Config, name: str, profile: str | None = None):  # type: ignore[no-untyped-def]
+    try:
+        import boto3
+        import botocore.exceptions
+    except ImportError:
+        raise _needs_extra(config, name, "aws", "aws") from None
+    try:
+        return boto3.Session(profile_name=profile)
+    except botocore.exceptions.ProfileNotFound:
+        raise ConfigError(
+            f"{config.source}: [providers.{name}] profile {profile!r} is not an AWS profile"
+        ) from None
+
+
+def _aws_provider(config: Config, name: str, settings: AwsProviderConfig) -> KeyProvider:
+    session = _boto3_session(config, name, settings.profile)
+    from keyvault.providers.aws import BOTO_CONFIG, AwsProvider
+
+    def client(service: str):  # type: ignore[no-untyped-def]
+        return session.client(
+            service,
+            region_name=settings.region,
+            endpoint_url=settings.endpoint_url,
+            config=BOTO_CONFIG,
+        )
+
+    return AwsProvider(
+        name,
+        client("secretsmanager"),
+        kms_client=client("kms"),
+        prefix=settings.prefix,
+        kms_key_id=settings.kms_key_id,
+        value_field=settings.value_field,
+        kms_keys=settings.kms_keys,
+        recovery_window_days=settings.recovery_window_days,
+    )
+
+
+def _kms_keyring(config: Config, name: str, settings: FileProviderConfig) -> Keyring:
+    """The store's master key as a data key wrapped by KMS, unwrapped at start-up."""
+    import os
+
+    session = _boto3_session(config, name)
+    from keyvault.providers.aws import BOTO_CONFIG, kms_keyring
+
+    assert settings.master_key_kms is not None
+    kms = session.client(
+        "kms",
+        region_name=settings.kms_region,
+        endpoint_url=settings.kms_endpoint_url,
+        config=BOTO_CONFIG,
+    )
+    path = config.resolve_path(settings.wrapped_key_path())
+    lines = path.read_text(encoding="ascii").split() if path.exists() else None
+    keyring, wrapped = kms_keyring(kms, settings.master_key_kms, lines)
+    if wrapped is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(wrapped + "\n")
+    return keyring

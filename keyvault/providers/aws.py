@@ -1,0 +1,752 @@
+"""AWS Secrets Manager backend (``boto3``), and KMS keys as server-rotated keys.
+
+Stages are Secrets Manager's own staging labels: ``AWSCURRENT`` is the primary,
+``AWSPREVIOUS`` the secondary, ``AWSPENDING`` the pending version, and our version ids are
+its VersionIds. Secrets Manager is the compare-and-set engine:
+
+- **stage** is ``PutSecretValue`` with ``AWSPENDING`` and a ``ClientRequestToken`` derived
+  from the caller's request token, so a retried stage finds its version instead of making a
+  second one (the token *is* the VersionId);
+- **promote** is ``UpdateSecretVersionStage`` moving ``AWSCURRENT`` with
+  ``RemoveFromVersionId`` set to the version the caller read: if someone moved it first,
+  AWS refuses (``InvalidParameterException``) and we raise ConflictError. AWS moves
+  ``AWSPREVIOUS`` itself; we clear ``AWSPENDING`` from the new current, which AWS leaves.
+
+What an audit needs and ``ListSecrets`` does not carry (the current version's creation time
+and fingerprint, the environment, the last rotation) is kept in tags written after each
+step, each naming the VersionId it describes; a listing is then ``ListSecrets`` pages and
+nothing else. A tag that names a version that no longer holds that label (a writer died
+between its two calls, or someone rotated outside keyvault) sends that one secret to
+``ListSecretVersionIds``, which has the true creation times.
+
+Every botocore exception is mapped once, in :meth:`AwsProvider._call`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import botocore.exceptions as boto_errors
+from botocore.config import Config as BotoConfig
+
+from keyvault.crypto import Keyring, MasterKey
+from keyvault.errors import (
+    AuthError,
+    BackendUnavailableError,
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyvaultError,
+)
+from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo, VersionInfo, utcnow
+from keyvault.providers.base import KeyProvider, ServerRotatedKeys
+from keyvault.secret import SecretValue
+
+T = TypeVar("T")
+
+CURRENT, PREVIOUS, PENDING = "AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"
+MANAGED_TAG = "keyvault:managed"
+TAG = "keyvault:"
+_TOKEN_NAMESPACE = uuid.UUID("5b0c53a4-7a5e-4c1b-9f3e-6a8f4e1d2c30")
+
+#: adaptive mode adds client-side rate limiting that backs off when AWS throttles, which
+#: keeps a sweep over many secrets inside the shared write quota (50/s)
+BOTO_CONFIG = BotoConfig(
+    retries={"mode": "adaptive", "max_attempts": 6}, connect_timeout=5, read_timeout=15
+)
+
+_AUTH_CODES = {
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+}
+_UNAVAILABLE_CODES = {
+    "ThrottlingException",
+    "Throttling",
+    "LimitExceededException",
+    "InternalServiceError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "KMSInvalidStateException",
+    "DisabledException",
+}
+
+
+def map_boto_error(exc: Exception, action: str, target: str) -> Exception:
+    """The one place botocore errors become keyvault errors. Never keeps AWS's text."""
+    if isinstance(exc, KeyvaultError):
+        return exc
+    if isinstance(exc, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError):
+        return AuthError(f"no AWS credentials found for {action} (boto3's default chain)")
+    if isinstance(
+        exc,
+        boto_errors.EndpointConnectionError
+        | boto_errors.ConnectTimeoutError
+        | boto_errors.ReadTimeoutError
+        | boto_errors.ConnectionClosedError,
+    ):
+        return BackendUnavailableError(f"AWS endpoint unreachable during {action} {target}")
+    if isinstance(exc, boto_errors.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _AUTH_CODES:
+            return AuthError(f"AWS denied {action} on {target} ({code})")
+        if code in ("ResourceNotFoundException", "NotFoundException"):
+            return KeyNotFoundError(f"not found in AWS: {target}")
+        if code == "InvalidRequestException" and "deleted" in str(exc).lower():
+            return KeyNotFoundError(f"{target} is scheduled for deletion in AWS")
+        if code in ("InvalidCiphertextException", "IncorrectKeyException"):
+            return IntegrityError(f"KMS could not decrypt {target}: wrong key or tampered data")
+        if code in _UNAVAILABLE_CODES:
+            return BackendUnavailableError(f"AWS {action} on {target} failed ({code})")
+        return BackendUnavailableError(f"AWS refused {action} on {target} ({code or 'error'})")
+    if isinstance(exc, boto_errors.BotoCoreError):
+        return BackendUnavailableError(f"AWS {action} on {target} failed ({type(exc).__name__})")
+    return BackendUnavailableError(f"AWS {action} on {target} failed ({type(exc).__name__})")
+
+
+def _aws_call(action: str, target: str, func: Callable[[], T]) -> T:
+    try:
+        return func()
+    except Exception as exc:
+        raise map_boto_error(exc, action, target) from None
+
+
+def _code(exc: boto_errors.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class AwsProvider(KeyProvider, ServerRotatedKeys):
+    def __init__(
+        self,
+        name: str,
+        client: Any,
+        *,
+        kms_client: Any = None,
+        prefix: str = "keyvault/",
+        kms_key_id: str | None = None,
+        value_field: str | None = None,
+        kms_keys: Sequence[str] = (),
+        recovery_window_days: int = 7,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.kms = kms_client
+        self.prefix = prefix
+        self.kms_key_id = kms_key_id
+        self.value_field = value_field
+        self.kms_keys = tuple(kms_keys)
+        self.recovery_window_days = recovery_window_days
+        self._clock = clock
+
+    # -- names, values, tags ---------------------------------------------------------------
+
+    def _secret_id(self, name: str) -> str:
+        return self.prefix + name
+
+    def _key_name(self, secret_name: str) -> str:
+        return secret_name[len(self.prefix) :]
+
+    def _call(self, action: str, name: str, func: Callable[[], T]) -> T:
+        try:
+            return func()
+        except Exception as exc:
+            mapped = map_boto_error(exc, action, f"secret {self._secret_id(name)}")
+            if isinstance(mapped, KeyNotFoundError):
+                mapped = KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
+            raise mapped from None
+
+    def _value_of(self, name: str, secret_string: str | None) -> SecretValue:
+        if secret_string is None:
+            raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no text value")
+        if self.value_field is None:
+            return SecretValue(secret_string)
+        try:
+            document = json.loads(secret_string)
+            return SecretValue(str(document[self.value_field]))
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"secret {self._secret_id(name)} is not a JSON object with the field "
+                f"{self.value_field!r} (value_field)"
+            ) from None
+
+    def _string_for(self, name: str, value: SecretValue) -> str:
+        """The SecretString to write: the value, or the current JSON with the field replaced."""
+        if self.value_field is None:
+            return value.reveal()
+        document: dict[str, Any] = {}
+        try:
+            current = self.client.get_secret_value(SecretId=self._secret_id(name))
+            loaded = json.loads(current.get("SecretString") or "{}")
+            document = loaded if isinstance(loaded, dict) else {}
+        except (boto_errors.ClientError, ValueError):
+            document = {}
+        document[self.value_field] = value.reveal()
+        return json.dumps(document)
+
+    def _describe_raw(self, name: str) -> dict[str, Any]:
+        return dict(
+            self._call(
+                "DescribeSecret",
+                name,
+                lambda: self.client.describe_secret(SecretId=self._secret_id(name)),
+            )
+        )
+
+    def _versions(self, name: str) -> dict[str, dict[str, Any]]:
+        """Every version with its true creation time (ListSecretVersionIds is not pageable
+        through a botocore paginator, so follow NextToken by hand)."""
+        versions: dict[str, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {"SecretId": self._secret_id(name), "IncludeDeprecated": True}
+        while True:
+            page = self._call(
+                "ListSecretVersionIds",
+                name,
+                lambda: self.client.list_secret_version_ids(**kwargs),
+            )
+            for version in page.get("Versions", []):
+                versions[version["VersionId"]] = version
+            if not page.get("NextToken"):
+                return versions
+            kwargs["NextToken"] = page["NextToken"]
+
+    def _tag(self, name: str, tags: Mapping[str, str]) -> None:
+        self._call(
+            "TagResource",
+            name,
+            lambda: self.client.tag_resource(
+                SecretId=self._secret_id(name),
+                Tags=[{"Key": key, "Value": value} for key, value in tags.items()],
+            ),
+        )
+
+    def _untag(self, name: str, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            self._call(
+                "UntagResource",
+                name,
+                lambda: self.client.untag_resource(SecretId=self._secret_id(name), TagKeys=keys),
+            )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _get_stage(self, name: str, stage: str) -> dict[str, Any] | None:
+        try:
+            return dict(
+                self.client.get_secret_value(SecretId=self._secret_id(name), VersionStage=stage)
+            )
+        except boto_errors.ClientError as exc:
+            if stage != CURRENT and _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+
+    def get_keyset(self, name: str) -> KeySet:
+        described = self._describe_raw(name)
+        tags = _tags(described)
+        if tags.get(MANAGED_TAG) != "true":
+            raise KeyNotFoundError(
+                f"secret {self._secret_id(name)} is not managed by keyvault "
+                f"(no {MANAGED_TAG}=true tag); leaving it alone"
+            )
+        stages = described.get("VersionIdsToStages", {})
+        has_previous = any(PREVIOUS in labels for labels in stages.values())
+        current = self._call("GetSecretValue", name, lambda: self._get_stage(name, CURRENT))
+        previous = (
+            self._call("GetSecretValue", name, lambda: self._get_stage(name, PREVIOUS))
+            if has_previous
+            else None
+        )
+        assert current is not None
+        return KeySet(
+            name,
+            self._key_version(name, current, tags),
+            None if previous is None else self._key_version(name, previous, tags),
+            tags.get(TAG + "environment"),
+        )
+
+    def _key_version(
+        self, name: str, response: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> KeyVersion:
+        version = response["VersionId"]
+        return KeyVersion(
+            version,
+            self._value_of(name, response.get("SecretString")),
+            _tagged_created_at(tags, version) or _aware(response.get("CreatedDate")),
+        )
+
+    def get_pending(self, name: str) -> KeyVersion | None:
+        info = self.describe(name)
+        if info.pending is None:
+            return None
+        return KeyVersion(
+            info.pending.version,
+            self._read_version(name, info.pending.version),
+            info.pending.created_at,
+        )
+
+    def _read_version(self, name: str, version: str) -> SecretValue:
+        response = self._call(
+            "GetSecretValue",
+            name,
+            lambda: self.client.get_secret_value(SecretId=self._secret_id(name), VersionId=version),
+        )
+        return self._value_of(name, response.get("SecretString"))
+
+    def describe(self, name: str) -> KeyInfo:
+        described = self._describe_raw(name)
+        if _tags(described).get(MANAGED_TAG) != "true":
+            raise KeyNotFoundError(
+                f"secret {self._secret_id(name)} is not managed by keyvault "
+                f"(no {MANAGED_TAG}=true tag); leaving it alone"
+            )
+        return self._info(name, described, self._versions(name))
+
+    def _info(
+        self,
+        name: str,
+        entry: Mapping[str, Any],
+        versions: Mapping[str, Mapping[str, Any]] | None,
+    ) -> KeyInfo:
+        """KeyInfo from a ListSecrets/DescribeSecret entry; ``versions`` (from
+        ListSecretVersionIds) fills in creation times the tags do not vouch for."""
+        tags = _tags(entry)
+        stages = entry.get("SecretVersionsToStages") or entry.get("VersionIdsToStages") or {}
+        by_label = _labels(stages)
+
+        def version_info(label: str) -> VersionInfo | None:
+            version = by_label.get(label)
+            if version is None:
+                return None
+            fingerprint = _tagged(tags, version, "fingerprint") or "unknown"
+            created = _tagged_created_at(tags, version)
+            if created is None and versions is not None and version in versions:
+                created = _aware(versions[version].get("CreatedDate"))
+            return VersionInfo(version, fingerprint, created)
+
+        current = version_info(CURRENT)
+        if current is None:
+            raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no current version")
+        return KeyInfo(
+            name=name,
+            provider=self.name,
+            current=current,
+            previous=version_info(PREVIOUS),
+            pending=version_info(PENDING),
+            environment=tags.get(TAG + "environment"),
+            promoted_at=_parse_time(tags.get(TAG + "promoted-at")),
+        )
+
+    def list_keys(self) -> list[KeyInfo]:
+        paginator = self.client.get_paginator("list_secrets")
+        filters = [
+            {"Key": "tag-key", "Values": [MANAGED_TAG]},
+            {"Key": "name", "Values": [self.prefix]},
+        ]
+        pages = self._call(
+            "ListSecrets",
+            "*",
+            lambda: list(paginator.paginate(Filters=filters, PaginationConfig={"PageSize": 100})),
+        )
+        infos: list[KeyInfo] = []
+        for page in pages:
+            for entry in page.get("SecretList", []):
+                secret_name = entry["Name"]
+                if not secret_name.startswith(self.prefix):
+                    continue
+                if _tags(entry).get(MANAGED_TAG) != "true":
+                    continue
+                name = self._key_name(secret_name)
+                info = self._info(name, entry, None)
+                if not _tags_vouch_for(info):
+                    info = self._info(name, entry, self._versions(name))
+                infos.append(info)
+        return sorted(infos, key=lambda info: info.name)
+
+    def get_primaries(self, names: Sequence[str]) -> dict[str, KeyVersion]:
+        """Primary values of many keys in ``BatchGetSecretValue`` calls of 20."""
+        result: dict[str, KeyVersion] = {}
+        for start in range(0, len(names), 20):
+            chunk = list(names[start : start + 20])
+            ids = [self._secret_id(name) for name in chunk]
+            response = self._call(
+                "BatchGetSecretValue",
+                chunk[0] if chunk else "*",
+                lambda ids=ids: self.client.batch_get_secret_value(SecretIdList=ids),  # type: ignore[misc]
+            )
+            for item in response.get("SecretValues", []):
+                name = self._key_name(item["Name"])
+                result[name] = KeyVersion(
+                    item["VersionId"],
+                    self._value_of(name, item.get("SecretString")),
+                    _aware(item.get("CreatedDate")),
+                )
+            for error in response.get("Errors", []):
+                name = self._key_name(str(error.get("SecretId", "")))
+                raise map_boto_error(
+                    boto_errors.ClientError(
+                        {"Error": {"Code": error.get("ErrorCode", "")}}, "BatchGetSecretValue"
+                    ),
+                    "BatchGetSecretValue",
+                    f"secret {self._secret_id(name)}",
+                )
+        return result
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        environment: str | None = None,
+        created_at: datetime | None = None,
+    ) -> KeyInfo:
+        version = str(uuid.uuid4())
+        when = created_at or self._clock()
+        tags = {MANAGED_TAG: "true", **_version_tags("current", version, value, when)}
+        if environment is not None:
+            tags[TAG + "environment"] = environment
+        kwargs: dict[str, Any] = {
+            "Name": self._secret_id(name),
+            "SecretString": value.reveal()
+            if self.value_field is None
+            else json.dumps({self.value_field: value.reveal()}),
+            "ClientRequestToken": version,
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+        }
+        if self.kms_key_id is not None:
+            kwargs["KmsKeyId"] = self.kms_key_id
+        try:
+            self.client.create_secret(**kwargs)
+        except boto_errors.ClientError as exc:
+            if _code(exc) == "ResourceExistsException":
+                raise KeyExistsError(
+                    f"key {name!r} already exists in provider {self.name!r}; "
+                    "use `keyvault rotate` to replace its value"
+                ) from None
+            raise map_boto_error(exc, "CreateSecret", f"secret {self._secret_id(name)}") from None
+        except Exception as exc:
+            raise map_boto_error(exc, "CreateSecret", f"secret {self._secret_id(name)}") from None
+        return self.describe(name)
+
+    def _request_version(self, name: str, request_token: str | None) -> str:
+        if request_token is None:
+            return str(uuid.uuid4())
+        return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{self._secret_id(name)}\x00{request_token}"))
+
+    def stage(self, name: str, value: SecretValue, *, request_token: str | None = None) -> KeyInfo:
+        info = self.describe(name)
+        version = self._request_version(name, request_token)
+        known = {v for v in (info.current, info.previous, info.pending) if v is not None}
+        if request_token is not None and version in {v.version for v in known}:
+            return info  # this stage already happened: a retry after a crash
+        if request_token is not None and version in self._versions(name):
+            return info  # staged, then promoted and retired since
+        if info.pending is not None:
+            raise ConflictError(
+                f"key {name!r} already has pending version {info.pending.version}; "
+                "promote or discard it before staging another"
+            )
+        secret_string = self._string_for(name, value)
+        # tags first: a crash after them leaves tags naming a version that does not exist
+        # (ignored, and rewritten by the retry); a crash after the put leaves both done
+        self._tag(name, _version_tags("pending", version, value, self._clock()))
+        self._call(
+            "PutSecretValue",
+            name,
+            lambda: self.client.put_secret_value(
+                SecretId=self._secret_id(name),
+                SecretString=secret_string,
+                VersionStages=[PENDING],
+                ClientRequestToken=version,
+            ),
+        )
+        return self.describe(name)
+
+    def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
+        info = self.describe(name)
+        if info.pending is None or info.pending.version != pending_version:
+            raise ConflictError(
+                f"key {name!r}: pending version is "
+                f"{info.pending.version if info.pending else 'none'}, expected {pending_version}"
+            )
+        if info.current.version != expected_current:
+            raise ConflictError(
+                f"key {name!r}: current version is {info.current.version}, "
+                f"expected {expected_current}"
+            )
+        try:  # the read above is advisory; this call is the compare-and-set
+            self.client.update_secret_version_stage(
+                SecretId=self._secret_id(name),
+                VersionStage=CURRENT,
+                MoveToVersionId=pending_version,
+                RemoveFromVersionId=expected_current,
+            )
+        except boto_errors.ClientError as exc:
+            if _code(exc) == "InvalidParameterException":
+                raise ConflictError(
+                    f"key {name!r}: AWSCURRENT is no longer on version {expected_current}; "
+                    "another writer promoted first"
+                ) from None
+            raise map_boto_error(exc, "UpdateSecretVersionStage", self._secret_id(name)) from None
+        except Exception as exc:
+            raise map_boto_error(exc, "UpdateSecretVersionStage", self._secret_id(name)) from None
+        self._call(
+            "UpdateSecretVersionStage",
+            name,
+            lambda: self.client.update_secret_version_stage(
+                SecretId=self._secret_id(name),
+                VersionStage=PENDING,
+                RemoveFromVersionId=pending_version,
+            ),
+        )
+        old, new = info.current, info.pending
+        if new.fingerprint == "unknown":  # staged outside keyvault: learn it once, then tag
+            new = VersionInfo(
+                new.version, self._read_version(name, new.version).fingerprint, new.created_at
+            )
+        tags = {
+            **_info_tags("current", new),
+            **_info_tags("previous", old),
+            TAG + "promoted-at": _iso(self._clock()),
+        }
+        self._tag(name, tags)
+        self._untag(
+            name, [TAG + f"pending-{field}" for field in ("version", "fingerprint", "created-at")]
+        )
+        return self.describe(name)
+
+    def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
+        info = self.describe(name)
+        if info.previous is None:
+            return info
+        if info.previous.version != expected_previous:
+            raise ConflictError(
+                f"key {name!r}: previous version is {info.previous.version}, "
+                f"expected {expected_previous}"
+            )
+        self._remove_label(name, PREVIOUS, expected_previous)
+        self._untag(name, [TAG + f"previous-{f}" for f in ("version", "fingerprint", "created-at")])
+        return self.describe(name)
+
+    def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
+        info = self.describe(name)
+        if info.pending is None:
+            return info
+        if info.pending.version != pending_version:
+            raise ConflictError(
+                f"key {name!r}: pending version is {info.pending.version}, "
+                f"expected {pending_version}"
+            )
+        self._remove_label(name, PENDING, pending_version)
+        self._untag(name, [TAG + f"pending-{f}" for f in ("version", "fingerprint", "created-at")])
+        return self.describe(name)
+
+    def _remove_label(self, name: str, label: str, version: str) -> None:
+        try:
+            self.client.update_secret_version_stage(
+                SecretId=self._secret_id(name), VersionStage=label, RemoveFromVersionId=version
+            )
+        except boto_errors.ClientError as exc:
+            if _code(exc) == "InvalidParameterException":
+                raise ConflictError(f"key {name!r}: {label} moved concurrently") from None
+            raise map_boto_error(exc, "UpdateSecretVersionStage", self._secret_id(name)) from None
+
+    def delete(self, name: str) -> None:
+        self.describe(name)
+        kwargs: dict[str, Any] = {"SecretId": self._secret_id(name)}
+        if self.recovery_window_days == 0:
+            kwargs["ForceDeleteWithoutRecovery"] = True
+        else:
+            kwargs["RecoveryWindowInDays"] = self.recovery_window_days
+        self._call("DeleteSecret", name, lambda: self.client.delete_secret(**kwargs))
+
+    # -- KMS: server-rotated keys ----------------------------------------------------------
+
+    def _kms(self) -> Any:
+        if self.kms is None:
+            raise ConfigError(f"provider {self.name!r} has no KMS client (kms_keys needs one)")
+        return self.kms
+
+    def _kms_info(self, key_id: str) -> ServerKeyInfo:
+        kms = self._kms()
+        target = f"KMS key {key_id}"
+        meta = _aws_call("DescribeKey", target, lambda: kms.describe_key(KeyId=key_id))[
+            "KeyMetadata"
+        ]
+        status = _aws_call(
+            "GetKeyRotationStatus", target, lambda: kms.get_key_rotation_status(KeyId=key_id)
+        )
+        rotations: list[dict[str, Any]] = []
+        paginator = kms.get_paginator("list_key_rotations")
+        for page in _aws_call(
+            "ListKeyRotations", target, lambda: list(paginator.paginate(KeyId=key_id))
+        ):
+            rotations.extend(page.get("Rotations", []))
+        return kms_key_info(self.name, key_id, meta, status, rotations)
+
+    def list_server_keys(self) -> list[ServerKeyInfo]:
+        return [self._kms_info(key_id) for key_id in self.kms_keys]
+
+    def rotate_server_key(self, name: str) -> ServerKeyInfo:
+        kms = self._kms()
+        _aws_call(
+            "RotateKeyOnDemand", f"KMS key {name}", lambda: kms.rotate_key_on_demand(KeyId=name)
+        )
+        return self._kms_info(name)
+
+
+# -- plain functions over AWS shapes -------------------------------------------------------------
+
+
+def kms_key_info(
+    provider: str,
+    key_id: str,
+    metadata: Mapping[str, Any],
+    rotation_status: Mapping[str, Any],
+    rotations: Sequence[Mapping[str, Any]],
+) -> ServerKeyInfo:
+    """A KMS key's rotation state from DescribeKey, GetKeyRotationStatus and
+    ListKeyRotations. KMS has no version numbers: each rotation adds one."""
+    dates = [_aware(r["RotationDate"]) for r in rotations if r.get("RotationDate")]
+    last = max((d for d in dates if d is not None), default=None)
+    period = rotation_status.get("RotationPeriodInDays")
+    return ServerKeyInfo(
+        name=key_id,
+        provider=provider,
+        kind="aws-kms",
+        latest_version=str(len(rotations) + 1),
+        created_at=last or _aware(metadata.get("CreationDate")),
+        last_rotated_at=last,
+        auto_rotation=bool(rotation_status.get("KeyRotationEnabled")),
+        rotation_period=timedelta(days=int(period)) if period else None,
+    )
+
+
+def _tags(entry: Mapping[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in entry.get("Tags") or []}
+
+
+def _labels(stages: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Label → VersionId. AWSPENDING on the current version is a finished rotation, not a
+    pending one (AWS leaves the label there after a promote)."""
+    by_label: dict[str, str] = {}
+    for version, labels in stages.items():
+        for label in labels:
+            by_label[label] = version
+    if by_label.get(PENDING) is not None and by_label.get(PENDING) == by_label.get(CURRENT):
+        del by_label[PENDING]
+    return by_label
+
+
+def _version_tags(
+    stage: str, version: str, value: SecretValue, created: datetime
+) -> dict[str, str]:
+    return {
+        f"{TAG}{stage}-version": version,
+        f"{TAG}{stage}-fingerprint": value.fingerprint,
+        f"{TAG}{stage}-created-at": _iso(created),
+    }
+
+
+def _info_tags(stage: str, info: VersionInfo | None) -> dict[str, str]:
+    if info is None:
+        return {}
+    tags = {f"{TAG}{stage}-version": info.version, f"{TAG}{stage}-fingerprint": info.fingerprint}
+    if info.created_at is not None:
+        tags[f"{TAG}{stage}-created-at"] = _iso(info.created_at)
+    return tags
+
+
+def _tagged(tags: Mapping[str, str], version: str, field: str) -> str | None:
+    """A tag value, only if some stage's tags describe exactly this version."""
+    for stage in ("current", "previous", "pending"):
+        if tags.get(f"{TAG}{stage}-version") == version:
+            return tags.get(f"{TAG}{stage}-{field}")
+    return None
+
+
+def _tagged_created_at(tags: Mapping[str, str], version: str) -> datetime | None:
+    return _parse_time(_tagged(tags, version, "created-at"))
+
+
+def _tags_vouch_for(info: KeyInfo) -> bool:
+    return all(
+        v.created_at is not None and v.fingerprint != "unknown"
+        for v in (info.current, info.previous, info.pending)
+        if v is not None
+    )
+
+
+# -- the embedded store's master key, wrapped by KMS ----------------------------------------------
+
+KMS_CONTEXT = {"keyvault:purpose": "file-store-master-key"}
+
+
+def kms_keyring(
+    kms: Any, key_id: str, wrapped_lines: Sequence[str] | None
+) -> tuple[Keyring, str | None]:
+    """Unwrap the store's master keys with KMS, or make a first one.
+
+    Returns the keyring and, when a new data key was generated, the wrapped form to save.
+    """
+    target = f"KMS key {key_id}"
+    if wrapped_lines:
+        keys = []
+        for line in wrapped_lines:
+            try:
+                blob = base64.b64decode(line.strip(), validate=True)
+            except ValueError:
+                raise ConfigError("wrapped master key file is not base64") from None
+            plaintext = _aws_call(
+                "Decrypt",
+                target,
+                lambda blob=blob: kms.decrypt(  # type: ignore[misc]
+                    CiphertextBlob=blob, KeyId=key_id, EncryptionContext=KMS_CONTEXT
+                ),
+            )["Plaintext"]
+            keys.append(MasterKey(plaintext))
+        return Keyring(keys), None
+    generated = _aws_call(
+        "GenerateDataKey",
+        target,
+        lambda: kms.generate_data_key(
+            KeyId=key_id, KeySpec="AES_256", EncryptionContext=KMS_CONTEXT
+        ),
+    )
+    wrapped = base64.b64encode(generated["CiphertextBlob"]).decode("ascii")
+    return Keyring([MasterKey(generated["Plaintext"])]), wrapped

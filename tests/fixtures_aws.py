@@ -1,0 +1,73 @@
+"""AWS fixtures: moto in-process for unit tests, a moto server on loopback for HTTP users."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from keyvault.providers.aws import BOTO_CONFIG, AwsProvider
+from tests.servers import free_port
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials, so nothing can ever reach a real account."""
+    for var, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(var, value)
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def aws_mock(aws_credentials: None) -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def kms_key_id(aws_mock: None) -> str:
+    kms = boto3.client("kms", region_name=REGION)
+    return str(kms.create_key(Description="keyvault tests")["KeyMetadata"]["KeyId"])
+
+
+def aws_clients(endpoint_url: str | None = None) -> tuple[Any, Any]:
+    kwargs: dict[str, Any] = {"region_name": REGION, "config": BOTO_CONFIG}
+    if endpoint_url is not None:
+        kwargs["endpoint_url"] = endpoint_url
+    return boto3.client("secretsmanager", **kwargs), boto3.client("kms", **kwargs)
+
+
+@pytest.fixture
+def aws_provider(kms_key_id: str) -> AwsProvider:
+    secrets, kms = aws_clients()
+    return AwsProvider(
+        "aws",
+        secrets,
+        kms_client=kms,
+        prefix=f"kvtest-{uuid.uuid4().hex[:8]}/",
+        kms_key_id=kms_key_id,
+        recovery_window_days=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server on a free loopback port, for the CLI, the service and Terraform."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

@@ -1,0 +1,361 @@
+"""The aws backend against moto: call counts, crash-safe staging, CAS, KMS, the CLI."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+from click.testing import CliRunner
+
+from keyvault.config import parse_config
+from keyvault.errors import (
+    AuthError,
+    BackendUnavailableError,
+    ConflictError,
+    IntegrityError,
+    KeyNotFoundError,
+)
+from keyvault.providers import build_provider
+from keyvault.providers.aws import AwsProvider, kms_key_info
+from keyvault.secret import SecretValue
+from rotation.cli import cli
+from tests.fixtures_aws import REGION, aws_clients
+from tests.leaks import assert_not_leaked, canary
+
+
+def count_calls(client: Any) -> Counter[str]:
+    """Count every API call a boto3 client makes, through botocore's event hooks."""
+    calls: Counter[str] = Counter()
+
+    def before_call(event_name: str, **_: Any) -> None:
+        calls[event_name.rsplit(".", 1)[-1]] += 1
+
+    client.meta.events.register("before-call.*.*", before_call)
+    return calls
+
+
+def inject(client: Any, operation: str, action: Callable[[], None], times: int = 1) -> None:
+    """Run ``action`` just before the next ``times`` calls of ``operation``."""
+    remaining = [times]
+
+    def hook(**_: Any) -> None:
+        if remaining[0] > 0:
+            remaining[0] -= 1
+            action()
+
+    client.meta.events.register(f"before-call.secrets-manager.{operation}", hook)
+
+
+def test_listing_300_is_three_list_calls_and_no_value_reads(aws_provider: AwsProvider) -> None:
+    values = {f"bulk/{i:03d}": SecretValue(canary()) for i in range(300)}
+    for name, value in values.items():
+        aws_provider.create(name, value)
+    calls = count_calls(aws_provider.client)
+    listed = aws_provider.list_keys()
+    assert len(listed) == 300
+    assert calls["ListSecrets"] <= 3
+    assert calls["GetSecretValue"] == 0 and calls["BatchGetSecretValue"] == 0
+    assert calls["DescribeSecret"] == 0 and calls["ListSecretVersionIds"] == 0
+    by_name = {info.name: info for info in listed}
+    for name, value in values.items():
+        assert by_name[name].current.fingerprint == value.fingerprint
+        assert by_name[name].current.created_at is not None
+
+
+def test_unmanaged_secret_is_left_alone(aws_provider: AwsProvider) -> None:
+    raw = canary()
+    aws_provider.client.create_secret(Name=aws_provider.prefix + "foreign", SecretString=raw)
+    assert aws_provider.list_keys() == []
+    with pytest.raises(KeyNotFoundError, match="not managed by keyvault"):
+        aws_provider.get_keyset("foreign")
+    with pytest.raises(KeyNotFoundError):
+        aws_provider.stage("foreign", SecretValue(canary()))
+    assert (
+        aws_provider.client.get_secret_value(SecretId=aws_provider.prefix + "foreign")[
+            "SecretString"
+        ]
+        == raw
+    )
+
+
+def test_stage_retried_after_a_crash_makes_one_version(aws_provider: AwsProvider) -> None:
+    aws_provider.create("crash", SecretValue(canary()))
+    value = SecretValue(canary())
+
+    def crash() -> None:
+        raise ClientError({"Error": {"Code": "InternalServiceError"}}, "PutSecretValue")
+
+    # the call reaches AWS, then the process dies before it learns the answer
+    original_put = aws_provider.client.put_secret_value
+
+    def put_then_crash(**kwargs: Any) -> Any:
+        original_put(**kwargs)
+        crash()
+
+    aws_provider.client.put_secret_value = put_then_crash
+    with pytest.raises(BackendUnavailableError):
+        aws_provider.stage("crash", value, request_token="rotation-1")
+    aws_provider.client.put_secret_value = original_put
+
+    retried = aws_provider.stage("crash", value, request_token="rotation-1")
+    versions = aws_provider.client.list_secret_version_ids(SecretId=aws_provider.prefix + "crash")
+    assert len(versions["Versions"]) == 2
+    assert retried.pending is not None and retried.pending.fingerprint == value.fingerprint
+
+
+def test_promote_loses_to_a_label_moved_under_it(aws_provider: AwsProvider) -> None:
+    v1 = aws_provider.create("race", SecretValue(canary())).current.version
+    staged = aws_provider.stage("race", SecretValue(canary()))
+    assert staged.pending is not None
+    pending = staged.pending.version
+    other, _ = aws_clients()
+
+    def someone_else_promotes() -> None:
+        other.update_secret_version_stage(
+            SecretId=aws_provider.prefix + "race",
+            VersionStage="AWSCURRENT",
+            MoveToVersionId=pending,
+            RemoveFromVersionId=v1,
+        )
+
+    inject(aws_provider.client, "UpdateSecretVersionStage", someone_else_promotes)
+    with pytest.raises(ConflictError, match="another writer promoted first"):
+        aws_provider.promote("race", pending_version=pending, expected_current=v1)
+    assert aws_provider.describe("race").current.version == pending
+
+
+def test_tags_lagging_a_crashed_promote_do_not_mislead(aws_provider: AwsProvider) -> None:
+    old, new = SecretValue(canary()), SecretValue(canary())
+    v1 = aws_provider.create("lag", old).current.version
+    staged = aws_provider.stage("lag", new)
+    assert staged.pending is not None
+
+    def crash(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "InternalServiceError"}}, "TagResource")
+
+    aws_provider.client.meta.events.register("before-call.secrets-manager.TagResource", crash)
+    with pytest.raises(BackendUnavailableError):
+        aws_provider.promote("lag", pending_version=staged.pending.version, expected_current=v1)
+    aws_provider.client.meta.events.unregister("before-call.secrets-manager.TagResource", crash)
+    (info,) = aws_provider.list_keys()
+    assert info.current.version == staged.pending.version
+    assert info.current.fingerprint == new.fingerprint
+    assert info.previous is not None and info.previous.fingerprint == old.fingerprint
+    assert info.pending is None
+
+
+def test_value_field(kms_key_id: str) -> None:
+    secrets, kms = aws_clients()
+    provider = AwsProvider(
+        "aws", secrets, kms_client=kms, prefix="vf/", value_field="api_key", recovery_window_days=0
+    )
+    raw = canary()
+    secrets.create_secret(
+        Name="vf/svc",
+        SecretString=json.dumps({"api_key": raw, "region": "eu"}),
+        Tags=[{"Key": "keyvault:managed", "Value": "true"}],
+    )
+    assert provider.get_keyset("svc").primary.secret.reveal() == raw
+    new = SecretValue(canary())
+    staged = provider.stage("svc", new)
+    assert staged.pending is not None
+    pending_doc = json.loads(
+        secrets.get_secret_value(SecretId="vf/svc", VersionStage="AWSPENDING")["SecretString"]
+    )
+    assert pending_doc == {"api_key": new.reveal(), "region": "eu"}
+    provider.promote(
+        "svc", pending_version=staged.pending.version, expected_current=staged.current.version
+    )
+    assert provider.get_keyset("svc").primary.secret == new
+    secrets.create_secret(
+        Name="vf/bad", SecretString="not json", Tags=[{"Key": "keyvault:managed", "Value": "true"}]
+    )
+    with pytest.raises(Exception, match="value_field"):
+        provider.get_keyset("bad")
+
+
+def test_encrypted_under_the_configured_kms_key(aws_provider: AwsProvider, kms_key_id: str) -> None:
+    aws_provider.create("enc", SecretValue(canary()), environment="prod")
+    described = aws_provider.client.describe_secret(SecretId=aws_provider.prefix + "enc")
+    assert kms_key_id in described["KmsKeyId"]
+    tags = {t["Key"]: t["Value"] for t in described["Tags"]}
+    assert tags["keyvault:managed"] == "true" and tags["keyvault:environment"] == "prod"
+
+
+def test_get_primaries_uses_batch_get(aws_provider: AwsProvider) -> None:
+    values = {f"many/{i:02d}": SecretValue(canary()) for i in range(25)}
+    for name, value in values.items():
+        aws_provider.create(name, value)
+    calls = count_calls(aws_provider.client)
+    got = aws_provider.get_primaries(sorted(values))
+    assert {name: v.secret for name, v in got.items()} == values
+    assert calls["BatchGetSecretValue"] == 2 and calls["GetSecretValue"] == 0
+
+
+def test_access_denied_names_the_action(aws_provider: AwsProvider) -> None:
+    aws_provider.create("denied", SecretValue(canary()))
+
+    def deny(**_: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "User is not authorized"}},
+            "GetSecretValue",
+        )
+
+    aws_provider.client.meta.events.register("before-call.secrets-manager.GetSecretValue", deny)
+    with pytest.raises(AuthError, match=r"AWS denied GetSecretValue on secret .*denied"):
+        aws_provider.get_keyset("denied")
+
+
+def test_unreachable_endpoint(aws_credentials: None) -> None:
+    fast = BotoConfig(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=1)
+    client = boto3.client(
+        "secretsmanager", region_name=REGION, endpoint_url="http://127.0.0.1:9", config=fast
+    )
+    provider = AwsProvider("aws", client)
+    with pytest.raises(BackendUnavailableError, match="unreachable"):
+        provider.list_keys()
+
+
+def test_throttled_past_retries_is_unavailable(aws_provider: AwsProvider) -> None:
+    def throttle(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ThrottlingException"}}, "ListSecrets")
+
+    aws_provider.client.meta.events.register("before-call.secrets-manager.ListSecrets", throttle)
+    with pytest.raises(BackendUnavailableError, match="ThrottlingException"):
+        aws_provider.list_keys()
+
+
+def test_errors_hold_no_secret(aws_provider: AwsProvider) -> None:
+    raw = canary()
+    aws_provider.create("leak", SecretValue(raw))
+    with pytest.raises(Exception) as excinfo:
+        aws_provider.create("leak", SecretValue(raw))
+    assert_not_leaked(str(excinfo.value), raw, where="the error")
+
+
+# -- KMS ---------------------------------------------------------------------------------------
+
+
+def test_kms_rotation_status_and_on_demand_rotation(
+    aws_provider: AwsProvider, kms_key_id: str
+) -> None:
+    kms = aws_provider.kms
+    provider = AwsProvider("aws", aws_provider.client, kms_client=kms, kms_keys=[kms_key_id])
+    (info,) = provider.list_server_keys()
+    assert info.kind == "aws-kms" and info.auto_rotation is False
+    assert info.rotation_period is None and info.last_rotated_at is None
+    assert info.created_at is not None
+
+    kms.enable_key_rotation(KeyId=kms_key_id, RotationPeriodInDays=90)
+    (enabled,) = provider.list_server_keys()
+    assert enabled.auto_rotation is True  # moto 5.2 omits RotationPeriodInDays; see below
+
+    rotated = provider.rotate_server_key(kms_key_id)
+    assert rotated.last_rotated_at is not None and rotated.latest_version == "2"
+
+
+def test_kms_key_info_from_aws_shapes() -> None:
+    """The parsing of the responses as AWS documents them (moto omits the period)."""
+    created = datetime(2025, 1, 1, tzinfo=UTC)
+    info = kms_key_info(
+        "aws",
+        "key-1",
+        {"KeyId": "key-1", "CreationDate": created},
+        {"KeyRotationEnabled": True, "RotationPeriodInDays": 180},
+        [
+            {"RotationDate": datetime(2025, 7, 1, tzinfo=UTC), "RotationType": "AUTOMATIC"},
+            {"RotationDate": datetime(2025, 9, 1, tzinfo=UTC), "RotationType": "ON_DEMAND"},
+        ],
+    )
+    assert info.rotation_period == timedelta(days=180)
+    assert info.last_rotated_at == datetime(2025, 9, 1, tzinfo=UTC) == info.created_at
+    assert info.latest_version == "3"
+    never = kms_key_info(
+        "aws", "key-2", {"CreationDate": created}, {"KeyRotationEnabled": False}, []
+    )
+    assert (
+        never.created_at == created
+        and never.auto_rotation is False
+        and never.rotation_period is None
+    )
+
+
+def test_kms_missing_key(aws_provider: AwsProvider) -> None:
+    provider = AwsProvider("aws", aws_provider.client, kms_client=aws_provider.kms)
+    with pytest.raises(KeyNotFoundError):
+        provider.rotate_server_key(str(uuid.uuid4()))
+
+
+def test_kms_wrapped_master_key(kms_key_id: str, tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "providers": {
+                "local": {"type": "file", "path": "store.db", "master_key_kms": kms_key_id}
+            }
+        },
+        source=tmp_path / "keyvault.toml",
+    )
+    raw = canary()
+    first = build_provider(config, "local")
+    first.create("k", SecretValue(raw))
+    first.close()
+    wrapped = tmp_path / "store.db.master-key.kms"
+    assert wrapped.stat().st_mode & 0o077 == 0
+    again = build_provider(config, "local")
+    assert again.get_keyset("k").primary.secret.reveal() == raw
+    again.close()
+
+    other_key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["KeyId"]
+    wrong = parse_config(
+        {"providers": {"local": {"type": "file", "path": "store.db", "master_key_kms": other_key}}},
+        source=tmp_path / "keyvault.toml",
+    )
+    # AWS says IncorrectKeyException (an integrity error); moto says AccessDenied
+    with pytest.raises((IntegrityError, AuthError), match=r"[Dd]ecrypt"):
+        build_provider(wrong, "local")
+
+
+# -- the CLI against a moto server -----------------------------------------------------------------
+
+
+def test_cli_against_moto_server(moto_server: str, aws_credentials: None, tmp_path: Path) -> None:
+    kms = boto3.client("kms", region_name=REGION, endpoint_url=moto_server)
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    prefix = f"cli-{uuid.uuid4().hex[:8]}/"
+    config = tmp_path / "keyvault.toml"
+    config.write_text(
+        f"""
+[providers.aws]
+type = "aws"
+region = "{REGION}"
+endpoint_url = "{moto_server}"
+prefix = "{prefix}"
+kms_key_id = "{key_id}"
+recovery_window_days = 0
+"""
+    )
+    raw = canary()
+
+    def run(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(cli, ["--config", str(config), *args], input=input)
+
+    assert run("put", "anthropic/prod", "--environment", "prod", input=raw).exit_code == 0
+    got = run("get", "anthropic/prod", "--format", "json")
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.stdout)["primary"]["fingerprint"] == SecretValue(raw).fingerprint
+    listed = run("list", "--format", "json")
+    assert [row["name"] for row in json.loads(listed.stdout)] == ["anthropic/prod"]
+    for result in (got, listed):
+        assert_not_leaked(result.output, raw, where="CLI output")
+    assert run("get", "anthropic/prod", "--reveal").stdout == raw + "\n"
+    assert run("get", "nope").exit_code == 3
+    assert run("put", "anthropic/prod", input=canary()).exit_code == 2
