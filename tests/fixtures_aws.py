@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -66,6 +67,7 @@ def aws_provider(kms_key_id: str) -> AwsProvider:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """A moto server on a free loopback port, for the CLI, the service and Terraform."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
