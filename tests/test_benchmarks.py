@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
             ["--keys", "20", "--rtt-ms", "1"],
             ["one by one", "concurrent", "ratio"],
         ),
+        (
+            "aws_listing.py",
+            ["--keys", "30"],
+            ["keyvault list_keys", "naive describe loop", "ratio"],
+        ),
     ],
 )
 def test_benchmark_runs(script: str, args: list[str], expected: list[str]) -> None:
