@@ -11,6 +11,7 @@
     ├── AuthError                 exit 4  wrong token, permission denied
     │   └── EnvironmentMismatch         a prod key in a dev process, or the reverse
     ├── BackendUnavailableError   exit 5  unreachable, sealed, throttled past retries
+    │   └── CircuitOpenError              the client's breaker refuses calls to an upstream
     ├── IntegrityError            exit 6  tampered ciphertext, wrong master key
     └── ConflictError             exit 7  compare-and-set lost: someone else wrote first
 
@@ -62,6 +63,11 @@ class EnvironmentMismatch(AuthError):
 
 class BackendUnavailableError(KeyvaultError):
     exit_code = 5
+
+
+class CircuitOpenError(BackendUnavailableError):
+    """The client's circuit breaker is open: the upstream failed repeatedly; calls are
+    refused without being sent until the cooldown has passed."""
 
 
 class IntegrityError(KeyvaultError):

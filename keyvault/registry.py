@@ -9,12 +9,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from keyvault.config import Config, find_config, load_config
 from keyvault.errors import ConfigError, KeyvaultError
 from keyvault.model import KeyInfo, KeySet, validate_name
 from keyvault.providers import KeyProvider, build_provider
 from keyvault.secret import SecretValue
+
+if TYPE_CHECKING:
+    from keyvault.client import CacheSettings, ClientSettings
+    from keyvault.client.cache import KeyCache
+    from keyvault.client.http import AsyncKeyvaultClient, KeyvaultClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +35,8 @@ class KeyVault:
     def __init__(self, config: Config, *, providers: Mapping[str, KeyProvider] | None = None):
         self.config = config
         self._providers: dict[str, KeyProvider] = dict(providers or {})
-        self._lock = threading.Lock()
+        self._caches: dict[tuple[str, str], KeyCache] = {}
+        self._lock = threading.RLock()
 
     # -- providers -------------------------------------------------------------------------
 
@@ -102,6 +109,102 @@ class KeyVault:
             except KeyvaultError as exc:
                 failures.append(ProviderFailure(name, exc))
         return keys, failures
+
+    # -- what apps use ---------------------------------------------------------------------
+
+    @property
+    def process_environment(self) -> str | None:
+        from keyvault.client import process_environment
+
+        return process_environment(self.config.environment)
+
+    def cache(self, name: str, settings: CacheSettings | None = None) -> KeyCache:
+        """The process-wide cache of one key (one per provider and key name)."""
+        from keyvault.client import CacheSettings, check_environment
+        from keyvault.client.cache import KeyCache
+
+        provider = self.provider_for(name)
+        slot = (provider.name, name)
+        cache = self._caches.get(slot)
+        if cache is None:
+            with self._lock:
+                cache = self._caches.get(slot)
+                if cache is None:
+                    chosen = settings or CacheSettings()
+
+                    def fetch() -> KeySet:
+                        keyset = provider.get_keyset(name)
+                        check_environment(
+                            name,
+                            self.environment_of(name, keyset.environment),
+                            self.process_environment,
+                        )
+                        return keyset
+
+                    cache = KeyCache(
+                        fetch,
+                        name=name,
+                        ttl=chosen.ttl,
+                        max_stale=chosen.max_stale,
+                        jitter=chosen.jitter,
+                    )
+                    self._caches[slot] = cache
+        return cache
+
+    def keyset(self, name: str) -> KeySet:
+        """The cached keyset of ``name``: what a client would send now."""
+        return self.cache(name).get()
+
+    def client(
+        self,
+        name: str,
+        *,
+        header: str = "Authorization",
+        settings: ClientSettings | None = None,
+        cache: CacheSettings | None = None,
+        **httpx_options: Any,
+    ) -> KeyvaultClient:
+        """A ready ``httpx.Client`` that always sends key ``name``'s current primary in
+        ``header`` (``Authorization: Bearer`` by default). Every other httpx option passes
+        through (``base_url``, ``proxy``, ``verify``, ``limits``, ``event_hooks``,
+        ``transport``...)."""
+        from keyvault.client import CacheSettings, ClientSettings, build_client
+
+        chosen = settings or ClientSettings(header=header)
+        client = build_client(
+            self, name, settings=chosen, cache=cache or CacheSettings(), **httpx_options
+        )
+        return cast("KeyvaultClient", client)
+
+    def async_client(
+        self,
+        name: str,
+        *,
+        header: str = "Authorization",
+        settings: ClientSettings | None = None,
+        cache: CacheSettings | None = None,
+        **httpx_options: Any,
+    ) -> AsyncKeyvaultClient:
+        """The ``httpx.AsyncClient`` twin of :meth:`client`."""
+        from keyvault.client import CacheSettings, ClientSettings, build_client
+
+        chosen = settings or ClientSettings(header=header)
+        client = build_client(
+            self,
+            name,
+            settings=chosen,
+            cache=cache or CacheSettings(),
+            asynchronous=True,
+            **httpx_options,
+        )
+        return cast("AsyncKeyvaultClient", client)
+
+    def anthropic(self, name: str, **options: Any) -> Any:
+        """An ``anthropic.Anthropic`` whose every request carries key ``name``'s current
+        primary (the ``anthropic`` extra)."""
+        from keyvault.client.anthropic import build_anthropic
+
+        return build_anthropic(self, name, **options)
 
     def close(self) -> None:
         for provider in self._providers.values():

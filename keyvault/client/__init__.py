@@ -1,0 +1,111 @@
+"""The thin client: apps ask for an HTTP client and it always sends the current key."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from keyvault.client.auth import HeaderStyle, KeyAuth, KeySource
+from keyvault.client.cache import DEFAULT_MAX_STALE, DEFAULT_TTL, KeyCache
+from keyvault.client.http import (
+    DEFAULT_MAX_IN_FLIGHT,
+    AsyncKeyvaultClient,
+    KeyvaultClient,
+    Resilience,
+)
+from keyvault.client.metrics import ClientMetrics
+from keyvault.client.resilience import CircuitBreaker, RetryPolicy
+from keyvault.errors import EnvironmentMismatch
+from keyvault.model import KeySet
+
+if TYPE_CHECKING:
+    from keyvault.registry import KeyVault
+
+__all__ = [
+    "AsyncKeyvaultClient",
+    "CacheSettings",
+    "CircuitBreaker",
+    "ClientSettings",
+    "HeaderStyle",
+    "KeyAuth",
+    "KeyCache",
+    "KeyvaultClient",
+    "RetryPolicy",
+    "check_environment",
+    "process_environment",
+]
+
+ENV_VAR = "KEYVAULT_ENV"
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    ttl: float = DEFAULT_TTL
+    max_stale: float = DEFAULT_MAX_STALE
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What a client does around each request; every field has a production default."""
+
+    header: str = "Authorization"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+
+
+def process_environment(configured: str | None) -> str | None:
+    """The environment this process runs as: ``$KEYVAULT_ENV``, else the config's."""
+    return os.environ.get(ENV_VAR) or configured
+
+
+def check_environment(key_name: str, key_env: str | None, process_env: str | None) -> None:
+    """Refuse a prod key in a dev process and the other way round, before any request.
+
+    Both labels must be known to disagree; an unlabelled key or process is not judged.
+    """
+    if key_env and process_env and key_env != process_env:
+        raise EnvironmentMismatch(
+            f"key {key_name!r} is labelled {key_env!r} but this process runs as "
+            f"{process_env!r} (${ENV_VAR} or the config's `environment`); refusing to send it"
+        )
+
+
+def resilience_for(name: str, settings: ClientSettings, **options: Any) -> Resilience:
+    metrics = ClientMetrics(name)
+    breaker = CircuitBreaker(
+        name,
+        threshold=settings.breaker_threshold,
+        cooldown=settings.breaker_cooldown,
+        on_change=metrics.breaker,
+    )
+    return Resilience(settings.retry, breaker, metrics, settings.max_in_flight, **options)
+
+
+def build_client(
+    kv: KeyVault,
+    name: str,
+    *,
+    settings: ClientSettings,
+    cache: CacheSettings,
+    asynchronous: bool = False,
+    **httpx_options: Any,
+) -> KeyvaultClient | AsyncKeyvaultClient:
+    keys = KeySource(kv.cache(name, cache), on_refresh=refresh_logger(name))
+    keys.cache.get()  # fail now (not found, wrong environment) rather than on first request
+    auth = KeyAuth(keys, HeaderStyle.for_header(settings.header), name)
+    resilience = resilience_for(name, settings)
+    cls = AsyncKeyvaultClient if asynchronous else KeyvaultClient
+    return cls(resilience=resilience, auth=auth, **httpx_options)
+
+
+def refresh_logger(name: str) -> Any:
+    metrics = ClientMetrics(name)
+
+    def on_refresh(keyset: KeySet) -> None:
+        metrics.refresh(keyset.primary.fingerprint)
+
+    return on_refresh

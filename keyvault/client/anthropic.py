@@ -1,0 +1,91 @@
+"""``anthropic.Anthropic`` on the keyvault auth flow (the ``anthropic`` extra).
+
+The SDK's 2.x line runs on ``httpx2`` and takes an ``httpx2.Client``; the same I/O-free
+key flow drives an ``httpx2.Auth`` adapter here. The SDK writes ``Authorization: Bearer
+<api_key>`` from its ``api_key`` on every request; it is given a placeholder that the auth
+flow always overwrites with the current primary, so ``messages.create`` always sends the
+current key and a 401 after a rotation is retried with the refreshed key.
+
+Retries: the SDK retries by itself (429, 5xx, connection errors, honouring
+``retry-after``), so this client adds no retry layer of its own — only the circuit breaker
+and the concurrency limit, which see each of the SDK's attempts. One retry policy, no
+multiplying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import anthropic
+import httpx2
+
+from keyvault.client import ClientSettings, refresh_logger, resilience_for
+from keyvault.client.auth import HeaderStyle, KeySource, drive_sync, key_flow
+from keyvault.client.http import DEFAULT_MAX_IN_FLIGHT, Resilience
+from keyvault.client.resilience import NO_RETRIES, TransportErrors
+
+if TYPE_CHECKING:
+    from keyvault.registry import KeyVault
+
+#: what the SDK is told its key is; the auth flow replaces it on every request
+PLACEHOLDER_KEY = "keyvault-managed-key-never-sent"
+HTTPX2_ERRORS = TransportErrors(
+    (httpx2.TransportError,), (httpx2.ConnectError, httpx2.ConnectTimeout)
+)
+
+
+class KeyAuth2(httpx2.Auth):
+    """The key flow as an ``httpx2.Auth``."""
+
+    def __init__(self, keys: KeySource, key_name: str) -> None:
+        self.keys = keys
+        self.key_name = key_name
+        self.style = HeaderStyle("Authorization", "Bearer")
+
+    def sync_auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
+        yield from drive_sync(key_flow(request, self.style, self.key_name), self.keys)
+
+
+class _GuardedClient(httpx2.Client):
+    """An ``httpx2.Client`` whose ``send`` passes the breaker and the concurrency limit."""
+
+    def __init__(self, *, resilience: Resilience, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resilience = resilience
+
+    def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        parent = super().send
+        return self.resilience.run(request, lambda: parent(request, **kwargs))
+
+
+def build_anthropic(
+    kv: KeyVault,
+    name: str,
+    *,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    breaker_threshold: int = 5,
+    breaker_cooldown: float = 30.0,
+    http_options: dict[str, Any] | None = None,
+    **sdk_options: Any,
+) -> anthropic.Anthropic:
+    """``sdk_options`` go to ``anthropic.Anthropic`` (``base_url``, ``max_retries``,
+    ``timeout``...); ``http_options`` to the ``httpx2.Client`` (``proxy``, ``verify``...)."""
+    keys = KeySource(kv.cache(name), on_refresh=refresh_logger(name))
+    keys.cache.get()  # not found or wrong environment: fail here, not on the first call
+    settings = ClientSettings(
+        retry=NO_RETRIES,
+        max_in_flight=max_in_flight,
+        breaker_threshold=breaker_threshold,
+        breaker_cooldown=breaker_cooldown,
+    )
+    http_client = _GuardedClient(
+        resilience=resilience_for(name, settings, errors=HTTPX2_ERRORS),
+        auth=KeyAuth2(keys, name),
+        **(http_options or {}),
+    )
+    if "api_key" in sdk_options:
+        raise TypeError("the key comes from keyvault; do not pass api_key")
+    return anthropic.Anthropic(api_key=PLACEHOLDER_KEY, http_client=http_client, **sdk_options)

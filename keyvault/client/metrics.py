@@ -1,0 +1,69 @@
+"""Client observability: prometheus_client when installed, standard logging always.
+
+Labels carry key names and fingerprints, never values.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("keyvault.client")
+
+_prom: Any
+try:  # optional: the `service` extra installs it
+    import prometheus_client as _prom
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _prom = None
+
+_METRICS: dict[str, Any] = {}
+
+
+def _metric(kind: str, name: str, doc: str, labels: tuple[str, ...]) -> Any:
+    if _prom is None:
+        return None
+    if name not in _METRICS:
+        _METRICS[name] = getattr(_prom, kind)(name, doc, labels)
+    return _METRICS[name]
+
+
+class ClientMetrics:
+    """What one key's client reports."""
+
+    def __init__(self, key_name: str) -> None:
+        self.key = key_name
+        self._requests = _metric(
+            "Counter", "keyvault_client_requests", "requests sent", ("key", "fingerprint", "status")
+        )
+        self._latency = _metric(
+            "Histogram", "keyvault_client_request_seconds", "request latency", ("key",)
+        )
+        self._retries = _metric(
+            "Counter", "keyvault_client_retries", "retries by reason", ("key", "reason")
+        )
+        self._breaker = _metric(
+            "Gauge", "keyvault_client_breaker_open", "1 while the breaker is not closed", ("key",)
+        )
+        self._refreshes = _metric(
+            "Counter", "keyvault_client_key_refreshes", "keyset refetches", ("key", "fingerprint")
+        )
+
+    def request(self, fingerprint: str, status: int | str, seconds: float) -> None:
+        if self._requests is not None:
+            self._requests.labels(self.key, fingerprint, str(status)).inc()
+            self._latency.labels(self.key).observe(seconds)
+
+    def retry(self, reason: str, delay: float) -> None:
+        log.warning("key %s: retrying after %s in %.2fs", self.key, reason, delay)
+        if self._retries is not None:
+            self._retries.labels(self.key, reason).inc()
+
+    def breaker(self, state: str) -> None:
+        log.warning("key %s: circuit breaker %s", self.key, state)
+        if self._breaker is not None:
+            self._breaker.labels(self.key).set(0 if state == "closed" else 1)
+
+    def refresh(self, fingerprint: str) -> None:
+        log.info("key %s: keyset refreshed, primary %s", self.key, fingerprint)
+        if self._refreshes is not None:
+            self._refreshes.labels(self.key, fingerprint).inc()
