@@ -36,6 +36,7 @@ class KeyVault:
         self.config = config
         self._providers: dict[str, KeyProvider] = dict(providers or {})
         self._caches: dict[tuple[str, str], KeyCache] = {}
+        self._caches_by_name: dict[str, KeyCache] = {}
         self._lock = threading.RLock()
 
     # -- providers -------------------------------------------------------------------------
@@ -149,11 +150,13 @@ class KeyVault:
                         jitter=chosen.jitter,
                     )
                     self._caches[slot] = cache
+                    self._caches_by_name.setdefault(name, cache)
         return cache
 
     def keyset(self, name: str) -> KeySet:
         """The cached keyset of ``name``: what a client would send now."""
-        return self.cache(name).get()
+        cache = self._caches_by_name.get(name)  # hot path: no validation or routing
+        return (cache or self.cache(name)).get()
 
     def client(
         self,

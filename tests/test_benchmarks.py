@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
             ["one by one", "concurrent", "ratio"],
         ),
         (
+            "client.py",
+            ["--requests", "50", "--rounds", "1"],
+            ["ratio", "aws-secretsmanager-caching"],
+        ),
+        (
             "aws_listing.py",
             ["--keys", "30"],
             ["keyvault list_keys", "naive describe loop", "ratio"],

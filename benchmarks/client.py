@@ -1,0 +1,156 @@
+"""The thin client's costs, each as a ratio against a baseline measured in the same run.
+
+1. A cached key read (``KeyCache.get`` hit) versus a plain dict lookup with a
+   ``time.monotonic()`` TTL check (goal: at most 2x), and versus
+   aws-secretsmanager-caching's ``get_secret_string`` cache hit.
+2. Requests per second through ``kv.client`` versus a plain ``httpx.Client`` with a static
+   header, against the same loopback server (goal: at least 0.95x).
+3. ``kv.anthropic(...).messages.create`` versus a plain ``anthropic.Anthropic``.
+
+    python benchmarks/client.py [--requests 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import anthropic
+import httpx
+
+from keyvault.config import parse_config
+from keyvault.crypto import Keyring, MasterKey
+from keyvault.providers.file import FileProvider
+from keyvault.registry import KeyVault
+from keyvault.secret import SecretValue
+from rotation.tokens import generate_token
+from tests.vendor_api import VendorAPI
+
+
+def per_call(stmt: object, number: int) -> float:
+    """Best of five runs, in seconds per call."""
+    timer = timeit.Timer(stmt)  # type: ignore[arg-type]
+    return min(timer.repeat(repeat=5, number=number)) / number
+
+
+def bench_cache(kv: KeyVault) -> None:
+    cache = kv.cache("api/key")
+    cache.get()
+    entry = {"api/key": (cache.get(), time.monotonic() + 300)}
+    monotonic = time.monotonic
+
+    def dict_lookup() -> object:
+        value, fresh_until = entry["api/key"]
+        return value if monotonic() < fresh_until else None
+
+    n = 200_000
+    ours = per_call(cache.get, n)
+    baseline = per_call(dict_lookup, n)
+    print("cached key read")
+    print(f"  dict + monotonic TTL : {baseline * 1e9:8.0f} ns")
+    print(
+        f"  KeyCache.get hit     : {ours * 1e9:8.0f} ns   ratio {ours / baseline:.2f}x (goal <= 2x)"
+    )
+    full = per_call(lambda: kv.keyset("api/key"), n // 4)
+    print(f"  kv.keyset(name)      : {full * 1e9:8.0f} ns   (the public entry point)")
+
+    from aws_secretsmanager_caching import SecretCache, SecretCacheConfig
+    from moto import mock_aws
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        client.create_secret(Name="api/key", SecretString=generate_token())
+        aws_cache = SecretCache(SecretCacheConfig(), client=client)
+        aws_cache.get_secret_string("api/key")
+        theirs = per_call(lambda: aws_cache.get_secret_string("api/key"), 20_000)
+    print(
+        f"  aws-secretsmanager-caching hit: {theirs * 1e9:8.0f} ns   "
+        f"KeyCache is {theirs / ours:.0f}x faster"
+    )
+
+
+def requests_per_second(client: httpx.Client, count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        client.get("/v1/models")
+    return count / (time.perf_counter() - start)
+
+
+def bench_http(kv: KeyVault, vendor: VendorAPI, raw: str, count: int, rounds: int) -> None:
+    plain = httpx.Client(base_url=vendor.url, headers={"x-api-key": raw})
+    ours = kv.client("api/key", base_url=vendor.url, header="x-api-key")
+    for client in (plain, ours):
+        requests_per_second(client, 50)  # warm the connection
+    best_plain = best_ours = 0.0
+    for _ in range(rounds):  # interleaved, so drift hits both alike
+        best_plain = max(best_plain, requests_per_second(plain, count))
+        best_ours = max(best_ours, requests_per_second(ours, count))
+    print("requests per second, loopback, best of rounds")
+    print(f"  plain httpx.Client   : {best_plain:8.0f} req/s")
+    print(
+        f"  kv.client            : {best_ours:8.0f} req/s   "
+        f"ratio {best_ours / best_plain:.3f}x (goal >= 0.95x)"
+    )
+
+
+def bench_anthropic(kv: KeyVault, vendor: VendorAPI, raw: str, count: int, rounds: int) -> None:
+    plain = anthropic.Anthropic(api_key=raw, base_url=vendor.url)
+    ours = kv.anthropic("api/key", base_url=vendor.url)
+    messages = [{"role": "user", "content": "hi"}]
+
+    def rate(client: anthropic.Anthropic) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            client.messages.create(model="claude-test", max_tokens=8, messages=messages)  # type: ignore[arg-type]
+        return count / (time.perf_counter() - start)
+
+    rate(plain), rate(ours)
+    best_plain = best_ours = 0.0
+    for _ in range(rounds):
+        best_plain = max(best_plain, rate(plain))
+        best_ours = max(best_ours, rate(ours))
+    print("anthropic messages.create per second")
+    print(f"  plain anthropic.Anthropic : {best_plain:8.0f} calls/s")
+    print(
+        f"  kv.anthropic              : {best_ours:8.0f} calls/s   "
+        f"ratio {best_ours / best_plain:.3f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FileProvider("local", Path(tmp) / "s.db", Keyring([MasterKey.generate()]))
+        kv = KeyVault(
+            parse_config({"providers": {"local": {"type": "file"}}}), providers={"local": store}
+        )
+        raw = generate_token()
+        store.create("api/key", SecretValue(raw))
+        vendor = VendorAPI().start()
+        vendor.state.add_key(raw)
+        try:
+            bench_cache(kv)
+            bench_http(kv, vendor, raw, args.requests, args.rounds)
+            bench_anthropic(kv, vendor, raw, max(50, args.requests // 4), args.rounds)
+        finally:
+            vendor.stop()
+            store.close()
+
+
+if __name__ == "__main__":
+    main()
