@@ -54,6 +54,8 @@ class KeyVersion:
     version: str
     secret: SecretValue
     created_at: datetime | None
+    #: the issuer's id for this key (to revoke it later), when the issuer has one
+    ref: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -81,6 +83,7 @@ class VersionInfo:
     version: str
     fingerprint: str
     created_at: datetime | None
+    ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,3 +207,33 @@ def test_concurrent_promotes_one_wins(provider: KeyProvider, key_name: Names) ->
     final = provider.describe(name)
     assert final.current.version == pending_version
     assert final.previous is not None and final.previous.version == v1
+
+
+def test_issuer_refs_follow_their_versions(provider: KeyProvider, key_name: Names) -> None:
+    name = key_name("ref")
+    v1 = provider.create(name, _secret(), ref="id-1").current
+    assert v1.ref == "id-1"
+    staged = provider.stage(name, _secret(), ref="id-2")
+    assert staged.pending is not None and staged.pending.ref == "id-2"
+    pending = provider.get_pending(name)
+    assert pending is not None and pending.ref == "id-2"
+    promoted = provider.promote(
+        name, pending_version=staged.pending.version, expected_current=v1.version
+    )
+    assert promoted.current.ref == "id-2"
+    assert promoted.previous is not None and promoted.previous.ref == "id-1"
+    keyset = provider.get_keyset(name)
+    assert keyset.primary.ref == "id-2"
+    assert keyset.secondary is not None and keyset.secondary.ref == "id-1"
+    listed = {info.name: info for info in provider.list_keys()}[name]
+    assert listed.current.ref == "id-2" and listed.previous is not None
+    assert listed.previous.ref == "id-1"
+    # a version without a ref does not inherit one from the tags or rows it replaces
+    again = provider.stage(name, _secret())
+    assert again.pending is not None and again.pending.ref is None
+    final = provider.promote(
+        name, pending_version=again.pending.version, expected_current=promoted.current.version
+    )
+    assert final.current.ref is None
+    assert final.previous is not None and final.previous.ref == "id-2"
+    assert {i.name: i for i in provider.list_keys()}[name].current.ref is None

@@ -306,6 +306,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             version,
             self._value_of(name, response.get("SecretString")),
             _tagged_created_at(tags, version) or _aware(response.get("CreatedDate")),
+            _tagged(tags, version, "ref"),
         )
 
     def get_pending(self, name: str) -> KeyVersion | None:
@@ -316,6 +317,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             info.pending.version,
             self._read_version(name, info.pending.version),
             info.pending.created_at,
+            info.pending.ref,
         )
 
     def _read_version(self, name: str, version: str) -> SecretValue:
@@ -355,7 +357,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             created = _tagged_created_at(tags, version)
             if created is None and versions is not None and version in versions:
                 created = _aware(versions[version].get("CreatedDate"))
-            return VersionInfo(version, fingerprint, created)
+            return VersionInfo(version, fingerprint, created, _tagged(tags, version, "ref"))
 
         current = version_info(CURRENT)
         if current is None:
@@ -434,10 +436,11 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         *,
         environment: str | None = None,
         created_at: datetime | None = None,
+        ref: str | None = None,
     ) -> KeyInfo:
         version = str(uuid.uuid4())
         when = created_at or self._clock()
-        tags = {MANAGED_TAG: "true", **_version_tags("current", version, value, when)}
+        tags = {MANAGED_TAG: "true", **_version_tags("current", version, value, when, ref)}
         if environment is not None:
             tags[TAG + "environment"] = environment
         kwargs: dict[str, Any] = {
@@ -468,7 +471,14 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             return str(uuid.uuid4())
         return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{self._secret_id(name)}\x00{request_token}"))
 
-    def stage(self, name: str, value: SecretValue, *, request_token: str | None = None) -> KeyInfo:
+    def stage(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        request_token: str | None = None,
+        ref: str | None = None,
+    ) -> KeyInfo:
         info = self.describe(name)
         version = self._request_version(name, request_token)
         known = {v for v in (info.current, info.previous, info.pending) if v is not None}
@@ -484,7 +494,8 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         secret_string = self._string_for(name, value)
         # tags first: a crash after them leaves tags naming a version that does not exist
         # (ignored, and rewritten by the retry); a crash after the put leaves both done
-        self._tag(name, _version_tags("pending", version, value, self._clock()))
+        self._untag(name, _stage_tag_keys("pending"))
+        self._tag(name, _version_tags("pending", version, value, self._clock(), ref))
         self._call(
             "PutSecretValue",
             name,
@@ -537,17 +548,23 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         old, new = info.current, info.pending
         if new.fingerprint == "unknown":  # staged outside keyvault: learn it once, then tag
             new = VersionInfo(
-                new.version, self._read_version(name, new.version).fingerprint, new.created_at
+                new.version,
+                self._read_version(name, new.version).fingerprint,
+                new.created_at,
+                new.ref,
             )
         tags = {
             **_info_tags("current", new),
             **_info_tags("previous", old),
             TAG + "promoted-at": _iso(self._clock()),
         }
-        self._tag(name, tags)
-        self._untag(
-            name, [TAG + f"pending-{field}" for field in ("version", "fingerprint", "created-at")]
-        )
+        stale = [
+            key
+            for key in (*_stage_tag_keys("current"), *_stage_tag_keys("previous"))
+            if key not in tags
+        ]
+        self._tag(name, tags)  # first: a crash before the untag leaves the truth findable
+        self._untag(name, [*_stage_tag_keys("pending"), *stale])
         return self.describe(name)
 
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
@@ -560,7 +577,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 f"expected {expected_previous}"
             )
         self._remove_label(name, PREVIOUS, expected_previous)
-        self._untag(name, [TAG + f"previous-{f}" for f in ("version", "fingerprint", "created-at")])
+        self._untag(name, _stage_tag_keys("previous"))
         return self.describe(name)
 
     def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
@@ -573,7 +590,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 f"expected {pending_version}"
             )
         self._remove_label(name, PENDING, pending_version)
-        self._untag(name, [TAG + f"pending-{f}" for f in ("version", "fingerprint", "created-at")])
+        self._untag(name, _stage_tag_keys("pending"))
         return self.describe(name)
 
     def _remove_label(self, name: str, label: str, version: str) -> None:
@@ -673,14 +690,24 @@ def _labels(stages: Mapping[str, Sequence[str]]) -> dict[str, str]:
     return by_label
 
 
+_STAGE_FIELDS = ("version", "fingerprint", "created-at", "ref")
+
+
+def _stage_tag_keys(stage: str) -> list[str]:
+    return [f"{TAG}{stage}-{field}" for field in _STAGE_FIELDS]
+
+
 def _version_tags(
-    stage: str, version: str, value: SecretValue, created: datetime
+    stage: str, version: str, value: SecretValue, created: datetime, ref: str | None = None
 ) -> dict[str, str]:
-    return {
+    tags = {
         f"{TAG}{stage}-version": version,
         f"{TAG}{stage}-fingerprint": value.fingerprint,
         f"{TAG}{stage}-created-at": _iso(created),
     }
+    if ref is not None:
+        tags[f"{TAG}{stage}-ref"] = ref
+    return tags
 
 
 def _info_tags(stage: str, info: VersionInfo | None) -> dict[str, str]:
@@ -689,6 +716,8 @@ def _info_tags(stage: str, info: VersionInfo | None) -> dict[str, str]:
     tags = {f"{TAG}{stage}-version": info.version, f"{TAG}{stage}-fingerprint": info.fingerprint}
     if info.created_at is not None:
         tags[f"{TAG}{stage}-created-at"] = _iso(info.created_at)
+    if info.ref is not None:
+        tags[f"{TAG}{stage}-ref"] = info.ref
     return tags
 
 

@@ -64,11 +64,20 @@ class KeyProvider(ABC):
         *,
         environment: str | None = None,
         created_at: datetime | None = None,
+        ref: str | None = None,
     ) -> KeyInfo:
-        """Create a new key whose first version is current. KeyExistsError if it exists."""
+        """Create a new key whose first version is current. KeyExistsError if it exists.
+        ``ref`` is the issuer's id for the value, kept to revoke it later."""
         self._refuse_write("create")
 
-    def stage(self, name: str, value: SecretValue, *, request_token: str | None = None) -> KeyInfo:
+    def stage(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        request_token: str | None = None,
+        ref: str | None = None,
+    ) -> KeyInfo:
         """Store ``value`` as the pending version.
 
         Idempotent per ``request_token``: staging again with the same token returns the

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS versions (
     promoted_at TEXT,
     retired_at TEXT,
     request_token TEXT,
+    issuer_ref TEXT,
     PRIMARY KEY (name, version)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS versions_one_per_stage
@@ -113,6 +114,9 @@ class FileProvider(KeyProvider):
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
+            if "issuer_ref" not in columns:  # stores made before issuer refs existed
+                self._db.execute("ALTER TABLE versions ADD COLUMN issuer_ref TEXT")
         except sqlite3.DatabaseError as exc:
             raise self._mapped(exc) from None
         except OSError as exc:
@@ -188,17 +192,17 @@ class FileProvider(KeyProvider):
         return {
             row[0]: row
             for row in db.execute(
-                "SELECT stage, version, fingerprint, created_at, key_id, nonce, ciphertext "
-                "FROM versions WHERE name = ? AND stage IS NOT NULL",
+                "SELECT stage, version, fingerprint, created_at, issuer_ref, key_id, nonce, "
+                "ciphertext FROM versions WHERE name = ? AND stage IS NOT NULL",
                 (name,),
             )
         }
 
     def _decrypt(self, name: str, row: Any) -> KeyVersion:
-        _stage, version, _fp, created_at, key_id, nonce, ciphertext = row
+        _stage, version, _fp, created_at, ref, key_id, nonce, ciphertext = row
         plaintext = self._keyring.open(Sealed(key_id, nonce, ciphertext), _aad(name, version))
         secret = SecretValue(plaintext.decode("utf-8"))
-        return KeyVersion(str(version), secret, _dt(created_at))
+        return KeyVersion(str(version), secret, _dt(created_at), ref)
 
     def _insert_version(
         self,
@@ -208,12 +212,14 @@ class FileProvider(KeyProvider):
         stage: Stage,
         created_at: datetime,
         request_token: str | None = None,
+        ref: str | None = None,
     ) -> int:
         (version,) = db.execute("SELECT next_version FROM keys WHERE name = ?", (name,)).fetchone()
         sealed = self._keyring.seal(value.reveal().encode("utf-8"), _aad(name, version))
         db.execute(
             "INSERT INTO versions (name, version, stage, key_id, nonce, ciphertext, "
-            "fingerprint, created_at, request_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "fingerprint, created_at, request_token, issuer_ref) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 name,
                 version,
@@ -224,6 +230,7 @@ class FileProvider(KeyProvider):
                 value.fingerprint,
                 _ts(created_at),
                 request_token,
+                ref,
             ),
         )
         db.execute("UPDATE keys SET next_version = ? WHERE name = ?", (version + 1, name))
@@ -250,7 +257,7 @@ class FileProvider(KeyProvider):
             row = stages.get(stage.value)
             if row is None:
                 return None
-            return VersionInfo(str(row[1]), row[2], _dt(row[3]))
+            return VersionInfo(str(row[1]), row[2], _dt(row[3]), row[4])
 
         current = version_info(Stage.CURRENT)
         if current is None:
@@ -296,7 +303,7 @@ class FileProvider(KeyProvider):
             ).fetchall()
             stages: dict[str, dict[str, Any]] = {}
             for row in db.execute(
-                "SELECT name, stage, version, fingerprint, created_at FROM versions "
+                "SELECT name, stage, version, fingerprint, created_at, issuer_ref FROM versions "
                 "WHERE stage IS NOT NULL"
             ):
                 stages.setdefault(row[0], {})[row[1]] = row[1:]
@@ -311,6 +318,7 @@ class FileProvider(KeyProvider):
         *,
         environment: str | None = None,
         created_at: datetime | None = None,
+        ref: str | None = None,
     ) -> KeyInfo:
         with self._write() as db:
             exists = db.execute("SELECT 1 FROM keys WHERE name = ?", (name,)).fetchone()
@@ -323,10 +331,19 @@ class FileProvider(KeyProvider):
                 "INSERT INTO keys (name, environment, next_version) VALUES (?, ?, 1)",
                 (name, environment),
             )
-            self._insert_version(db, name, value, Stage.CURRENT, created_at or self._clock())
+            self._insert_version(
+                db, name, value, Stage.CURRENT, created_at or self._clock(), ref=ref
+            )
             return self._info(db, name)
 
-    def stage(self, name: str, value: SecretValue, *, request_token: str | None = None) -> KeyInfo:
+    def stage(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        request_token: str | None = None,
+        ref: str | None = None,
+    ) -> KeyInfo:
         with self._write() as db:
             stages = self._stages(db, name)
             if request_token is not None:
@@ -342,7 +359,7 @@ class FileProvider(KeyProvider):
                     f"key {name!r} already has pending version {pending[1]}; "
                     "promote or discard it before staging another"
                 )
-            self._insert_version(db, name, value, Stage.PENDING, self._clock(), request_token)
+            self._insert_version(db, name, value, Stage.PENDING, self._clock(), request_token, ref)
             return self._info(db, name)
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:

@@ -303,6 +303,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
                 str(entry["version"]),
                 SecretValue(entry["value"]).fingerprint,
                 _parse_time(entry.get("created_at")),
+                entry.get("ref"),
             )
 
         current = version_info(Stage.CURRENT)
@@ -318,7 +319,13 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             promoted_at=_parse_time(doc.get("promoted_at")),
         )
 
-    def _entry(self, doc: dict[str, Any], value: SecretValue, token: str | None) -> dict[str, Any]:
+    def _entry(
+        self,
+        doc: dict[str, Any],
+        value: SecretValue,
+        token: str | None,
+        ref: str | None = None,
+    ) -> dict[str, Any]:
         version = int(doc.get("next_version", 1))
         doc["next_version"] = version + 1
         entry = {
@@ -328,6 +335,8 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         }
         if token is not None:
             entry["request_token"] = token
+        if ref is not None:
+            entry["ref"] = ref
         return entry
 
     # -- reading ---------------------------------------------------------------------------
@@ -421,16 +430,24 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         *,
         environment: str | None = None,
         created_at: datetime | None = None,
+        ref: str | None = None,
     ) -> KeyInfo:
         doc: dict[str, Any] = {"next_version": 1}
-        doc["current"] = self._entry(doc, value, None)
+        doc["current"] = self._entry(doc, value, None, ref)
         if created_at is not None:
             doc["current"]["created_at"] = _iso(created_at)
         if environment is not None:
             doc["environment"] = environment
         return self._write_doc(name, doc, cas=0)
 
-    def stage(self, name: str, value: SecretValue, *, request_token: str | None = None) -> KeyInfo:
+    def stage(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        request_token: str | None = None,
+        ref: str | None = None,
+    ) -> KeyInfo:
         doc, kv_version = self._read_doc(name)
         if request_token is not None and any(
             (doc.get(stage.value) or {}).get("request_token") == request_token for stage in _STAGES
@@ -442,7 +459,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
                 f"key {name!r} already has pending version {pending['version']}; "
                 "promote or discard it before staging another"
             )
-        doc["pending"] = self._entry(doc, value, request_token)
+        doc["pending"] = self._entry(doc, value, request_token, ref)
         return self._write_doc(name, doc, cas=kv_version)
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
@@ -601,7 +618,10 @@ def _transit_time(value: Any) -> datetime | None:
 
 def _key_version(entry: Mapping[str, Any]) -> KeyVersion:
     return KeyVersion(
-        str(entry["version"]), SecretValue(entry["value"]), _parse_time(entry.get("created_at"))
+        str(entry["version"]),
+        SecretValue(entry["value"]),
+        _parse_time(entry.get("created_at")),
+        entry.get("ref"),
     )
 
 
@@ -616,6 +636,8 @@ def _index_from_doc(doc: Mapping[str, Any], kv_version: int) -> dict[str, str]:
                 entry["value"]
             ).fingerprint
             meta[f"{META_PREFIX}{stage.value}_created_at"] = entry.get("created_at") or ""
+            if entry.get("ref"):
+                meta[f"{META_PREFIX}{stage.value}_ref"] = str(entry["ref"])
     for field in ("environment", "promoted_at"):
         if doc.get(field):
             meta[META_PREFIX + field] = str(doc[field])
@@ -631,6 +653,7 @@ def _info_from_index(name: str, provider: str, meta: Mapping[str, str]) -> KeyIn
             version,
             meta.get(f"{META_PREFIX}{stage.value}_fingerprint", ""),
             _parse_time(meta.get(f"{META_PREFIX}{stage.value}_created_at")),
+            meta.get(f"{META_PREFIX}{stage.value}_ref"),
         )
 
     current = version_info(Stage.CURRENT)
