@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -145,10 +145,74 @@ ProviderConfig = Annotated[
 PROVIDER_TYPES = ("file", "env", "vault", "aws")
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _cron_field(
+    text: str | int, names: tuple[str, ...] | None, low: int, high: int
+) -> frozenset[int]:
+    """A cron-style field: ``*``, ``9``, ``9-17``, ``mon-fri``, ``sat,sun``."""
+
+    def one(token: str) -> int:
+        token = token.strip().lower()
+        if names is not None and token in names:
+            return names.index(token)
+        value = int(token)
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}-{high}")
+        return value
+
+    text = str(text).strip().lower()
+    if text == "*":
+        return frozenset(range(low, high + 1))
+    chosen: set[int] = set()
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                start, end = (one(bound) for bound in part.split("-", 1))
+                if end < start:
+                    raise ValueError(f"range {part!r} runs backwards")
+                chosen.update(range(start, end + 1))
+            else:
+                chosen.add(one(part))
+    except ValueError as exc:
+        allowed = "mon..sun" if names else f"{low}..{high}"
+        raise ValueError(
+            f"invalid {text!r} ({exc}); use '*', lists and ranges of {allowed}"
+        ) from None
+    return frozenset(chosen)
+
+
+class WindowConfig(_Strict):
+    """When scheduled rotations may run (UTC): cron-style days and hours, both inclusive."""
+
+    days: str = "*"
+    hours: str = "*"
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        _cron_field(value, _DAYS, 0, 6)
+        return value
+
+    @field_validator("hours", mode="before")
+    @classmethod
+    def _hours(cls, value: str | int) -> str:
+        _cron_field(value, None, 0, 23)
+        return str(value)
+
+    def is_open(self, when: datetime) -> bool:
+        utc = when.astimezone(UTC)
+        return utc.weekday() in _cron_field(self.days, _DAYS, 0, 6) and utc.hour in _cron_field(
+            self.hours, None, 0, 23
+        )
+
+
 class PolicyConfig(_Strict):
     max_age: Duration = timedelta(days=90)
     warn_age: Duration | None = None
     grace: Duration = timedelta(days=7)
+    window: WindowConfig | None = None
 
     @model_validator(mode="after")
     def _ages_in_order(self) -> PolicyConfig:
@@ -167,16 +231,127 @@ class PolicyConfig(_Strict):
         return self.warn_age if self.warn_age is not None else self.max_age * 0.8
 
 
+class RequestConfig(_Strict):
+    """One HTTP request an issuer or probe makes. ``{name}``, ``{id}`` and ``{key}`` in
+    the URL and JSON body are filled in (``{key}`` only where a key is being checked)."""
+
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: dict[str, Any] | None = Field(default=None, alias="json")
+    expect: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ProbeConfig(RequestConfig):
+    """A request that must succeed with the pending key before it is promoted."""
+
+    header: str = "Authorization"  # "Authorization" means "Authorization: Bearer <key>"
+    expect: list[int] = Field(default_factory=lambda: [200])
+
+
+class GeneratedIssuerConfig(_Strict):
+    type: Literal["generated"]
+    length: int = Field(default=48, ge=16, le=512)
+    alphabet: str | None = None
+    prefix: str = ""
+
+
+class HttpIssuerConfig(_Strict):
+    type: Literal["http"]
+    create: RequestConfig
+    verify: RequestConfig | None = None
+    revoke: RequestConfig | None = None
+    key_path: str = "key"  # where the new key is in the create response (dotted path)
+    id_path: str | None = "id"  # where its id is, kept to revoke it later
+    admin_key: KeyName | None = None  # a keyvault key holding the admin credential
+    admin_header: str = "Authorization"
+    key_header: str = "Authorization"  # how verify presents the key being checked
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class ManualIssuerConfig(_Strict):
+    type: Literal["manual"]
+
+
+class AnthropicIssuerConfig(_Strict):
+    type: Literal["anthropic"]
+    admin_key: KeyName  # a keyvault key holding an Anthropic Admin API key
+    base_url: str = "https://api.anthropic.com"
+    anthropic_version: str = "2023-06-01"
+    timeout: float = Field(default=10.0, gt=0)
+
+
+BUILTIN_ISSUERS: dict[str, type[_Strict]] = {
+    "generated": GeneratedIssuerConfig,
+    "http": HttpIssuerConfig,
+    "manual": ManualIssuerConfig,
+    "anthropic": AnthropicIssuerConfig,
+}
+
+
+class IssuerConfig(BaseModel):
+    """``[issuers.<name>]``: a built-in type with its options checked here, or a
+    third-party type (``keyvault.issuers`` entry point) whose options it checks itself."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+    @model_validator(mode="after")
+    def _builtin_options(self) -> IssuerConfig:
+        model = BUILTIN_ISSUERS.get(self.type)
+        if model is not None:
+            model.model_validate(self.model_dump(by_alias=True))
+        return self
+
+    def options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump(by_alias=True).items() if k != "type"}
+
+    def builtin(self) -> Any:
+        model = BUILTIN_ISSUERS.get(self.type)
+        return None if model is None else model.model_validate(self.model_dump(by_alias=True))
+
+
 class KeyConfig(_Strict):
     provider: str | None = None
     policy: str = "default"
     issuer: str = "generated"
     environment: str | None = None
+    probe: ProbeConfig | None = None
+
+
+class ClientConfig(_Strict):
+    """Defaults for the thin client's key cache; also bound the shortest safe grace."""
+
+    cache_ttl: Duration = timedelta(minutes=5)
+    max_stale: Duration = timedelta(hours=1)
+
+
+class NotifyConfig(_Strict):
+    webhook: str | None = None
+    timeout: float = Field(default=5.0, gt=0)
+
+
+class ServiceConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=1, le=65535)
+    interval: Duration = timedelta(hours=1)
+
+
+#: how much longer than the client cache TTL a grace period must be, so that every client
+#: has refetched the new key (and had time to retry through an outage) before the old one
+#: is revoked
+GRACE_MARGIN = timedelta(hours=1)
 
 
 class Config(_Strict):
     default_provider: str | None = None
     environment: str | None = None
+    client: ClientConfig = Field(default_factory=ClientConfig)
+    issuers: dict[str, IssuerConfig] = Field(default_factory=dict)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     policies: dict[str, PolicyConfig] = Field(default_factory=dict, validate_default=True)
     keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
@@ -197,7 +372,21 @@ class Config(_Strict):
             )
         if self.default_provider is None and len(self.providers) > 1:
             raise ValueError("several providers are configured: set default_provider")
+        shortest = self.client.cache_ttl + GRACE_MARGIN
+        for name, policy in self.policies.items():
+            if policy.grace <= shortest:
+                raise ValueError(
+                    f"[policies.{name}] grace ({format_duration(policy.grace)}) must be longer "
+                    f"than the client cache TTL ({format_duration(self.client.cache_ttl)}) plus "
+                    f"{format_duration(GRACE_MARGIN)}, or clients may still hold the old key "
+                    "when it is revoked"
+                )
         for name, key in self.keys.items():
+            if key.issuer not in self.issuers and key.issuer not in ("generated", "manual"):
+                raise ValueError(
+                    f'[keys."{name}"] issuer {key.issuer!r} is not a table under [issuers] '
+                    "(built in without one: generated, manual)"
+                )
             if key.provider is not None and key.provider not in self.providers:
                 raise ValueError(
                     f'[keys."{name}"] provider {key.provider!r} is not a table under [providers]'
@@ -234,6 +423,13 @@ class Config(_Strict):
 
     def policy_for(self, key_name: str) -> PolicyConfig:
         return self.policies[self.key(key_name).policy]
+
+    def issuer_config(self, name: str) -> IssuerConfig:
+        if name in self.issuers:
+            return self.issuers[name]
+        if name in ("generated", "manual"):
+            return IssuerConfig(type=name)
+        raise ConfigError(f"{self.source}: no issuer named {name!r}")
 
     def keys_for_provider(self, provider: str) -> list[str]:
         return [name for name in self.keys if self.provider_for(name) == provider]
@@ -304,7 +500,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     parts = [str(part) for part in loc]
     if not parts:
         return ""
-    if parts[0] in ("providers", "policies", "keys") and len(parts) >= 2:
+    if parts[0] in ("providers", "policies", "keys", "issuers") and len(parts) >= 2:
         table_name = parts[1]
         if not re.fullmatch(r"[A-Za-z0-9_-]+", table_name):
             table_name = f'"{table_name}"'

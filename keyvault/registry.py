@@ -121,7 +121,7 @@ class KeyVault:
 
     def cache(self, name: str, settings: CacheSettings | None = None) -> KeyCache:
         """The process-wide cache of one key (one per provider and key name)."""
-        from keyvault.client import CacheSettings, check_environment
+        from keyvault.client import check_environment
         from keyvault.client.cache import KeyCache
 
         provider = self.provider_for(name)
@@ -131,7 +131,7 @@ class KeyVault:
             with self._lock:
                 cache = self._caches.get(slot)
                 if cache is None:
-                    chosen = settings or CacheSettings()
+                    chosen = settings or self.cache_settings()
 
                     def fetch() -> KeySet:
                         keyset = provider.get_keyset(name)
@@ -153,6 +153,15 @@ class KeyVault:
                     self._caches_by_name.setdefault(name, cache)
         return cache
 
+    def cache_settings(self) -> CacheSettings:
+        """The config's ``[client]`` cache defaults."""
+        from keyvault.client import CacheSettings
+
+        return CacheSettings(
+            ttl=self.config.client.cache_ttl.total_seconds(),
+            max_stale=self.config.client.max_stale.total_seconds(),
+        )
+
     def keyset(self, name: str) -> KeySet:
         """The cached keyset of ``name``: what a client would send now."""
         cache = self._caches_by_name.get(name)  # hot path: no validation or routing
@@ -171,11 +180,11 @@ class KeyVault:
         ``header`` (``Authorization: Bearer`` by default). Every other httpx option passes
         through (``base_url``, ``proxy``, ``verify``, ``limits``, ``event_hooks``,
         ``transport``...)."""
-        from keyvault.client import CacheSettings, ClientSettings, build_client
+        from keyvault.client import ClientSettings, build_client
 
         chosen = settings or ClientSettings(header=header)
         client = build_client(
-            self, name, settings=chosen, cache=cache or CacheSettings(), **httpx_options
+            self, name, settings=chosen, cache=cache or self.cache_settings(), **httpx_options
         )
         return cast("KeyvaultClient", client)
 
@@ -189,14 +198,14 @@ class KeyVault:
         **httpx_options: Any,
     ) -> AsyncKeyvaultClient:
         """The ``httpx.AsyncClient`` twin of :meth:`client`."""
-        from keyvault.client import CacheSettings, ClientSettings, build_client
+        from keyvault.client import ClientSettings, build_client
 
         chosen = settings or ClientSettings(header=header)
         client = build_client(
             self,
             name,
             settings=chosen,
-            cache=cache or CacheSettings(),
+            cache=cache or self.cache_settings(),
             asynchronous=True,
             **httpx_options,
         )

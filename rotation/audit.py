@@ -1,0 +1,120 @@
+"""Audit rows: one per key across providers, from metadata only.
+
+Every row says name, provider, environment, primary fingerprint, age, max age, status,
+secondary and when it will be retired, last rotation, and a note for anything odd. A
+provider that cannot be read yields one ``error`` row and the others are still reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from keyvault.config import PolicyConfig
+from keyvault.errors import KeyvaultError
+from keyvault.model import KeyInfo, ServerKeyInfo
+from keyvault.providers.base import ServerRotatedKeys
+from keyvault.registry import KeyVault
+from rotation.status import SEVERITY, Status, age, key_status, retire_at, server_key_status
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    name: str
+    provider: str
+    kind: str  # "credential", "aws-kms", "vault-transit", or "provider" for an error row
+    status: Status
+    environment: str | None = None
+    fingerprint: str | None = None
+    age: timedelta | None = None
+    max_age: timedelta | None = None
+    warn_age: timedelta | None = None
+    secondary_fingerprint: str | None = None
+    secondary_retire_at: datetime | None = None
+    last_rotation: datetime | None = None
+    pending_fingerprint: str | None = None
+    note: str = ""
+    server: ServerKeyInfo | None = None
+
+    @property
+    def severity(self) -> int:
+        return SEVERITY[self.status]
+
+
+def credential_row(kv: KeyVault, info: KeyInfo, now: datetime) -> AuditRow:
+    policy = kv.config.policy_for(info.name)
+    notes = []
+    if info.current.created_at is None:
+        notes.append("creation time unknown: age cannot be judged")
+    if info.current.fingerprint == "unknown":
+        notes.append("fingerprint unknown (changed outside keyvault?)")
+    if info.pending is not None:
+        notes.append(f"pending {info.pending.fingerprint} awaiting test and promotion")
+    environment = kv.environment_of(info.name, info.environment)
+    return AuditRow(
+        name=info.name,
+        provider=info.provider,
+        kind="credential",
+        status=key_status(info, policy, now),
+        environment=environment,
+        fingerprint=info.current.fingerprint,
+        age=age(info.current.created_at, now),
+        max_age=policy.max_age,
+        warn_age=policy.effective_warn_age,
+        secondary_fingerprint=info.previous.fingerprint if info.previous else None,
+        secondary_retire_at=retire_at(info, policy),
+        last_rotation=info.promoted_at,
+        pending_fingerprint=info.pending.fingerprint if info.pending else None,
+        note="; ".join(notes),
+    )
+
+
+def server_key_policy(kv: KeyVault, name: str) -> PolicyConfig:
+    """A server-rotated key's policy: its ``[keys."<id>"]`` entry's, else the default."""
+    return kv.config.policy_for(name) if name in kv.config.keys else kv.config.policies["default"]
+
+
+def server_row(kv: KeyVault, info: ServerKeyInfo, now: datetime) -> AuditRow:
+    policy = server_key_policy(kv, info.name)
+    notes = []
+    if info.auto_rotation is False:
+        notes.append("automatic rotation is off")
+    elif info.rotation_period is not None:
+        notes.append(f"rotates itself every {info.rotation_period.days}d")
+    return AuditRow(
+        name=info.name,
+        provider=info.provider,
+        kind=info.kind,
+        status=server_key_status(info, policy, now),
+        fingerprint=f"v{info.latest_version}",
+        age=age(info.created_at, now),
+        max_age=policy.max_age,
+        warn_age=policy.effective_warn_age,
+        last_rotation=info.last_rotated_at,
+        note="; ".join(notes),
+        server=info,
+    )
+
+
+def audit(kv: KeyVault, now: datetime, *, provider: str | None = None) -> list[AuditRow]:
+    """Rows for every key, worst status first, then by name."""
+    rows: list[AuditRow] = []
+    names = [provider] if provider is not None else kv.provider_names()
+    for provider_name in names:
+        try:
+            backend = kv.provider(provider_name)
+            rows.extend(credential_row(kv, info, now) for info in backend.list_keys())
+            if isinstance(backend, ServerRotatedKeys):
+                rows.extend(server_row(kv, info, now) for info in backend.list_server_keys())
+        except KeyvaultError as exc:
+            rows.append(
+                AuditRow(
+                    name="*",
+                    provider=provider_name,
+                    kind="provider",
+                    status=Status.ERROR,
+                    note=f"{type(exc).__name__}: {exc}",
+                )
+            )
+    rows.sort(key=lambda row: (-row.severity, row.provider, row.name))
+    return rows

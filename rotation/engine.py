@@ -1,0 +1,287 @@
+"""The rotation state machine, one key at a time, every step idempotent.
+
+::
+
+    create   no pending version and the key is due (or forced): ask the issuer, stage it
+    test     the issuer's verify, or the key's HTTP probe, with the pending key
+    promote  compare-and-set: pending → current, current → previous
+    retire   once grace has passed since the promotion: revoke the previous key at the
+             issuer, then drop its stage
+
+The engine keeps no state: each call reads the key's stages from the backend and does the
+next step, so a crash anywhere is finished by the next run, and two runners on one key make
+one rotation — the loser of a compare-and-set sees ConflictError and stands down. Time is a
+parameter (``clock``), never read from the wall inside a decision.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import httpx
+
+from keyvault.config import PolicyConfig
+from keyvault.errors import ConflictError, KeyvaultError
+from keyvault.model import KeyInfo, utcnow
+from keyvault.registry import KeyVault
+from keyvault.secret import SecretValue
+from rotation.errors import IssuerError, NeedsStaging, VerificationFailed
+from rotation.issuers import Issued, IssuerCache
+from rotation.issuers.requests import header_value, send
+from rotation.status import Status, key_status, needs_rotation, retire_at
+
+log = logging.getLogger("keyvault.rotation")
+
+
+class Step(enum.StrEnum):
+    CREATE = "create"
+    TEST = "test"
+    PROMOTE = "promote"
+    RETIRE = "retire"
+
+
+class Result(enum.StrEnum):
+    ROTATED = "rotated"  # promoted a new primary in this run
+    RETIRED = "retired"  # only retired a previous key
+    UNCHANGED = "unchanged"  # nothing was due
+    WAITING = "waiting"  # in grace, or outside the rotation window
+    NEEDS_STAGING = "needs-staging"  # manual key due, nothing staged
+    CONFLICT = "conflict"  # another runner got there first; stood down
+    FAILED = "failed"  # a step failed; nothing half-done
+    READ_ONLY = "read-only"
+    PLANNED = "planned"  # dry run
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    result: Result
+    steps: tuple[Step, ...] = ()
+    detail: str = ""
+    error: KeyvaultError | None = field(default=None, compare=False)
+    failed_step: Step | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result not in (Result.FAILED, Result.NEEDS_STAGING)
+
+
+class Rotator:
+    def __init__(
+        self,
+        kv: KeyVault,
+        *,
+        issuers: IssuerCache | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        probe_client: httpx.Client | None = None,
+    ) -> None:
+        self.kv = kv
+        self.issuers = issuers or IssuerCache(kv)
+        self.clock = clock
+        self._probe_client = probe_client
+
+    # -- one key ---------------------------------------------------------------------------
+
+    def advance(self, name: str, *, force: bool = False, dry_run: bool = False) -> Outcome:
+        """Take every step that is due for ``name`` now; report what happened."""
+        provider = self.kv.provider_for(name)
+        if not provider.writable:
+            return Outcome(
+                name, Result.READ_ONLY, detail=f"provider {provider.name!r} is read-only"
+            )
+        policy = self.kv.config.policy_for(name)
+        steps: list[Step] = []
+        step = Step.CREATE
+        try:
+            info = provider.describe(name)
+            now = self.clock()
+            if dry_run:
+                return self._plan(info, policy, now, force)
+
+            if info.previous is not None and self._retire_due(info, policy, now, force):
+                step = Step.RETIRE
+                info = self._retire(name, info)
+                steps.append(Step.RETIRE)
+
+            if info.pending is None:
+                status = key_status(info, policy, now)
+                if not (force or needs_rotation(status)):
+                    result = Result.RETIRED if steps else Result.UNCHANGED
+                    return Outcome(name, result, tuple(steps), f"status {status}")
+                if info.previous is not None:
+                    until = retire_at(info, policy)
+                    return Outcome(
+                        name,
+                        Result.WAITING,
+                        tuple(steps),
+                        f"previous key in grace until {until}; rotating now would drop it",
+                    )
+                if not force and not self._window_open(policy, now):
+                    return Outcome(
+                        name, Result.WAITING, tuple(steps), "outside the rotation window"
+                    )
+                step = Step.CREATE
+                created = self._create(name, info)
+                if created is None:
+                    return Outcome(
+                        name, Result.CONFLICT, tuple(steps), "another runner staged first"
+                    )
+                info = created
+                steps.append(Step.CREATE)
+            elif not force and not self._window_open(policy, now):
+                return Outcome(name, Result.WAITING, tuple(steps), "outside the rotation window")
+
+            step = Step.TEST
+            self._test(name)
+            steps.append(Step.TEST)
+
+            step = Step.PROMOTE
+            assert info.pending is not None
+            info = provider.promote(
+                name, pending_version=info.pending.version, expected_current=info.current.version
+            )
+            steps.append(Step.PROMOTE)
+            log.info(
+                "key %s: promoted %s (%s), previous %s valid until %s",
+                name,
+                info.current.version,
+                info.current.fingerprint,
+                info.previous.fingerprint if info.previous else "none",
+                retire_at(info, policy),
+            )
+            if self._retire_due(info, policy, self.clock(), False):
+                step = Step.RETIRE
+                self._retire(name, info)
+                steps.append(Step.RETIRE)
+            return Outcome(
+                name, Result.ROTATED, tuple(steps), f"new primary {info.current.fingerprint}"
+            )
+        except ConflictError as exc:
+            log.info("key %s: %s lost a compare-and-set; standing down (%s)", name, step, exc)
+            return Outcome(name, Result.CONFLICT, tuple(steps), str(exc), exc, step)
+        except NeedsStaging as exc:
+            return Outcome(name, Result.NEEDS_STAGING, tuple(steps), str(exc), exc, step)
+        except KeyvaultError as exc:
+            log.warning("key %s: rotation step %s failed: %s", name, step, exc)
+            return Outcome(name, Result.FAILED, tuple(steps), str(exc), exc, step)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _retire_due(self, info: KeyInfo, policy: PolicyConfig, now: datetime, force: bool) -> bool:
+        until = retire_at(info, policy)
+        if until is not None and now >= until:
+            return True
+        # a forced rotation with a previous key still in grace retires it first, since the
+        # promotion would drop it unrevoked
+        return force and info.pending is None and info.previous is not None
+
+    def _window_open(self, policy: PolicyConfig, now: datetime) -> bool:
+        return policy.window is None or policy.window.is_open(now)
+
+    def _create(self, name: str, info: KeyInfo) -> KeyInfo | None:
+        provider = self.kv.provider_for(name)
+        issuer = self.issuers.for_key(name)
+        issued: Issued = issuer.create(name)
+        token = f"rotate:{name}:{info.current.version}"
+        try:
+            staged = provider.stage(name, issued.value, request_token=token, ref=issued.ref)
+        except ConflictError:
+            self._withdraw(name, issued)
+            return None
+        if staged.pending is None or staged.pending.fingerprint != issued.value.fingerprint:
+            self._withdraw(name, issued)  # another runner's stage with the same token won
+            return None
+        log.info("key %s: staged %s", name, issued.value.fingerprint)
+        return staged
+
+    def _withdraw(self, name: str, issued: Issued) -> None:
+        """Revoke a key we made but could not stage, so no orphan stays valid upstream."""
+        try:
+            self.issuers.for_key(name).revoke(name, issued.value, issued.ref)
+        except KeyvaultError as exc:
+            log.warning(
+                "key %s: could not revoke unused key %s: %s", name, issued.value.fingerprint, exc
+            )
+
+    def _test(self, name: str) -> None:
+        provider = self.kv.provider_for(name)
+        pending = provider.get_pending(name)
+        if pending is None:
+            raise ConflictError(f"key {name!r}: the pending version vanished (promoted elsewhere?)")
+        probe = self.kv.config.key(name).probe
+        if probe is not None:
+            self._probe(name, pending.secret)
+        else:
+            self.issuers.for_key(name).verify(name, pending.secret)
+
+    def _probe(self, name: str, value: SecretValue) -> None:
+        probe = self.kv.config.key(name).probe
+        assert probe is not None
+        client = self._probe_client or httpx.Client(timeout=10.0)
+        try:
+            response = send(
+                client,
+                probe,
+                purpose="probe",
+                values={"name": name},
+                headers={probe.header: header_value(probe.header, value)},
+            )
+        finally:
+            if self._probe_client is None:
+                client.close()
+        if response.status_code not in probe.expect:
+            raise VerificationFailed(
+                f"key {name!r}: probe {probe.method} {probe.url} with pending key "
+                f"{value.fingerprint} answered {response.status_code}, expected {probe.expect}"
+            )
+
+    def _retire(self, name: str, info: KeyInfo) -> KeyInfo:
+        provider = self.kv.provider_for(name)
+        previous = info.previous
+        assert previous is not None
+        secondary = provider.get_keyset(name).secondary
+        if secondary is None or secondary.version != previous.version:
+            raise ConflictError(f"key {name!r}: the previous version changed while retiring")
+        self.issuers.for_key(name).revoke(name, secondary.secret, secondary.ref)
+        retired = provider.retire(name, expected_previous=previous.version)
+        log.info("key %s: retired %s (%s)", name, previous.version, previous.fingerprint)
+        return retired
+
+    # -- dry run ---------------------------------------------------------------------------
+
+    def _plan(self, info: KeyInfo, policy: PolicyConfig, now: datetime, force: bool) -> Outcome:
+        steps: list[Step] = []
+        notes: list[str] = []
+        has_previous = info.previous is not None
+        if has_previous and self._retire_due(info, policy, now, force):
+            steps.append(Step.RETIRE)
+            has_previous = False
+        status = key_status(info, policy, now)
+        window_ok = force or self._window_open(policy, now)
+        if info.pending is not None:
+            if window_ok:
+                steps += [Step.TEST, Step.PROMOTE]
+            else:
+                notes.append("outside the rotation window")
+        elif force or needs_rotation(status):
+            if has_previous:
+                notes.append("previous key still in grace")
+            elif not window_ok:
+                notes.append("outside the rotation window")
+            elif not self.issuers.for_key(info.name).can_create:
+                notes.append("needs a staged key (`keyvault stage`)")
+            else:
+                steps += [Step.CREATE, Step.TEST, Step.PROMOTE]
+        detail = f"status {status}" + (f"; {'; '.join(notes)}" if notes else "")
+        return Outcome(info.name, Result.PLANNED, tuple(steps), detail)
+
+
+def is_failure(outcome: Outcome) -> bool:
+    return outcome.result in (Result.FAILED,)
+
+
+__all__ = ["IssuerError", "Outcome", "Result", "Rotator", "Status", "Step"]

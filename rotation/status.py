@@ -1,0 +1,72 @@
+"""A key's status under its policy: plain functions over metadata and a given time."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+
+from keyvault.config import PolicyConfig
+from keyvault.model import KeyInfo, ServerKeyInfo
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    DUE = "due"  # past warn age: the scheduler rotates it
+    OVERDUE = "overdue"  # past max age
+    ROTATING = "rotating"  # a pending version, or a secondary still in grace
+    READ_ONLY = "read-only"  # env keys: age reported, never rotated here
+    ERROR = "error"  # the provider could not be read
+
+
+#: worst first, for sorting and for --fail-on thresholds
+SEVERITY = {
+    Status.ERROR: 5,
+    Status.OVERDUE: 4,
+    Status.DUE: 3,
+    Status.ROTATING: 2,
+    Status.READ_ONLY: 1,
+    Status.OK: 0,
+}
+
+
+def age(created_at: datetime | None, now: datetime) -> timedelta | None:
+    return None if created_at is None else now - created_at
+
+
+def retire_at(info: KeyInfo, policy: PolicyConfig) -> datetime | None:
+    """When the secondary stops being valid: grace after the promotion that made it so."""
+    if info.previous is None or info.promoted_at is None:
+        return None
+    return info.promoted_at + policy.grace
+
+
+def key_status(info: KeyInfo, policy: PolicyConfig, now: datetime) -> Status:
+    current_age = age(info.current.created_at, now)
+    if current_age is not None and current_age >= policy.max_age:
+        return Status.OVERDUE
+    if not info.writable:
+        return Status.READ_ONLY
+    if info.pending is not None:
+        return Status.ROTATING
+    until = retire_at(info, policy)
+    if until is not None and now < until:
+        return Status.ROTATING
+    if current_age is not None and current_age >= policy.effective_warn_age:
+        return Status.DUE
+    return Status.OK
+
+
+def server_key_status(info: ServerKeyInfo, policy: PolicyConfig, now: datetime) -> Status:
+    """Server-rotated keys: due or overdue by the age of their newest version."""
+    current_age = age(info.created_at, now)
+    if current_age is None:
+        return Status.OK
+    if current_age >= policy.max_age:
+        return Status.OVERDUE
+    if current_age >= policy.effective_warn_age:
+        return Status.DUE
+    return Status.OK
+
+
+def needs_rotation(status: Status) -> bool:
+    return status in (Status.DUE, Status.OVERDUE)

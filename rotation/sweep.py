@@ -1,0 +1,96 @@
+"""One pass over every key: audit, then advance each rotation that is due.
+
+A failing key or provider never stops the sweep for the others; the report says what
+happened to each. Server-rotated keys (KMS, Transit) are rotated here too when due.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from keyvault.errors import KeyvaultError
+from keyvault.providers.base import ServerRotatedKeys
+from keyvault.registry import KeyVault
+from rotation.audit import AuditRow, audit
+from rotation.engine import Outcome, Result, Rotator
+from rotation.status import Status, needs_rotation, server_key_status
+
+log = logging.getLogger("keyvault.rotation")
+
+
+@dataclass
+class SweepReport:
+    rows: list[AuditRow] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    server_rotations: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def count(self, result: Result) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.result == result)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) or any(o.result == Result.FAILED for o in self.outcomes)
+
+
+def sweep(
+    kv: KeyVault,
+    rotator: Rotator,
+    *,
+    now: Callable[[], datetime] | None = None,
+    stop: threading.Event | None = None,
+    names: Sequence[str] | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> SweepReport:
+    clock = now or rotator.clock
+    report = SweepReport(rows=audit(kv, clock()))
+    wanted = set(names) if names is not None else None
+    for row in report.rows:
+        if stop is not None and stop.is_set():
+            report.stopped_early = True
+            break
+        if wanted is not None and row.name not in wanted:
+            continue
+        if row.kind != "credential" or row.status in (Status.ERROR, Status.READ_ONLY):
+            continue
+        if not (force or needs_rotation(row.status) or row.status == Status.ROTATING):
+            continue
+        outcome = rotator.advance(row.name, force=force, dry_run=dry_run)
+        report.outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    if wanted is None and not dry_run and not report.stopped_early:
+        _rotate_server_keys(kv, report, clock(), stop)
+    return report
+
+
+def _rotate_server_keys(
+    kv: KeyVault, report: SweepReport, now: datetime, stop: threading.Event | None
+) -> None:
+    for row in report.rows:
+        if row.kind == "credential" or (stop is not None and stop.is_set()):
+            continue
+        provider = kv.provider(row.provider)
+        if not isinstance(provider, ServerRotatedKeys):
+            continue
+        policy = server_key_policy(kv, row.name)
+        try:
+            if row.server is not None and needs_rotation(
+                server_key_status(row.server, policy, now)
+            ):
+                provider.rotate_server_key(row.name)
+                report.server_rotations.append(row.name)
+                log.info("server key %s (%s) rotated", row.name, row.provider)
+            retire = getattr(provider, "retire_server_key_versions", None)
+            if retire is not None:
+                retire(row.name, grace=policy.grace)
+        except KeyvaultError as exc:
+            report.errors.append(f"server key {row.name}: {exc}")
+            log.warning("server key %s: %s", row.name, exc)
