@@ -15,7 +15,7 @@ from datetime import datetime
 from keyvault.errors import KeyvaultError
 from keyvault.providers.base import ServerRotatedKeys
 from keyvault.registry import KeyVault
-from rotation.audit import AuditRow, audit
+from rotation.audit import AuditRow, audit, server_key_policy
 from rotation.engine import Outcome, Result, Rotator
 from rotation.status import Status, needs_rotation, server_key_status
 
