@@ -54,7 +54,13 @@ def keyring_from_file(path: Path) -> Keyring:
 
 def write_key_file(path: Path, keys: Sequence[MasterKey], *, overwrite: bool = False) -> None:
     """Write keys (first = primary) to a 0600 file, atomically when replacing one."""
-    body = "".join(key.to_base64() + "\n" for key in keys).encode("ascii")
+    write_private_lines(path, [key.to_base64() for key in keys], overwrite=overwrite)
+
+
+def write_private_lines(path: Path, lines: Sequence[str], *, overwrite: bool = False) -> None:
+    """A 0600 file of lines: created exclusively, or replaced atomically (write, fsync,
+    rename) so a crash leaves the old file or the new one, never half of either."""
+    body = "".join(line + "\n" for line in lines).encode("ascii")
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -17,14 +17,19 @@ from typing import Any, TypeVar
 
 import click
 
-from keyvault.config import find_config, load_config
+from keyvault.config import FileProviderConfig, find_config, load_config
 from keyvault.crypto import MasterKey
-from keyvault.errors import ConfigError, KeyvaultError
+from keyvault.durations import parse_duration
+from keyvault.errors import ConfigError, ConflictError, KeyvaultError
 from keyvault.masterkey import write_key_file
 from keyvault.model import utcnow, validate_name
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
 from rotation import render
+from rotation.engine import Outcome, Result, Rotator
+from rotation.rekey import rekey as rekey_store
+from rotation.status import Status
+from rotation.sweep import sweep
 from rotation.tokens import generate_token
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -249,6 +254,150 @@ def list_keys(state: State, provider: str | None, output_format: str) -> None:
         click.echo(f"error: provider {failure.provider}: {failure.error}", err=True)
     if failures:
         sys.exit(max(failure.error.exit_code for failure in failures))
+
+
+def _outcome_exit_code(outcomes: list[Outcome]) -> int:
+    codes = [
+        (o.error.exit_code if o.error is not None else 1)
+        for o in outcomes
+        if o.result in (Result.FAILED, Result.NEEDS_STAGING)
+    ]
+    return max(codes, default=0)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_keys", is_flag=True, help="every key of every provider")
+@click.option("--force", is_flag=True, help="rotate now, whatever the key's age or window")
+@click.option("--dry-run", is_flag=True, help="print what would happen; change nothing")
+@format_option
+@click.pass_obj
+@handles_errors
+def rotate(
+    state: State,
+    names: tuple[str, ...],
+    all_keys: bool,
+    force: bool,
+    dry_run: bool,
+    output_format: str,
+) -> None:
+    """Advance the rotation of each due key: create, test, promote, retire."""
+    if bool(names) == all_keys:
+        raise ConfigError("name the keys to rotate, or pass --all (not both)")
+    for name in names:
+        validate_name(name)
+    kv = state.kv
+    rotator = Rotator(kv)
+    if all_keys:
+        report = sweep(kv, rotator, force=force, dry_run=dry_run)
+        outcomes = report.outcomes
+        for error in report.errors:
+            click.echo(f"error: {error}", err=True)
+        for row in report.rows:
+            if row.status == Status.ERROR:
+                click.echo(f"error: provider {row.provider}: {row.note}", err=True)
+    else:
+        outcomes = [rotator.advance(name, force=force, dry_run=dry_run) for name in names]
+    if output_format == "json":
+        click.echo(render.dumps([render.outcome_json(o) for o in outcomes]))
+    else:
+        render.console().print(render.outcome_table(outcomes, dry_run=dry_run))
+    code = _outcome_exit_code(outcomes)
+    if all_keys and (report.errors or any(r.status == Status.ERROR for r in report.rows)):
+        code = max(code, 5)
+    if code:
+        sys.exit(code)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--replace", is_flag=True, help="discard a pending key already staged")
+@click.option("--provider", help="provider of the key (default: from config)")
+@format_option
+@click.pass_obj
+@handles_errors
+def stage(state: State, name: str, replace: bool, provider: str | None, output_format: str) -> None:
+    """Stage the next value of key NAME (on stdin) for the rotation job to test and promote."""
+    validate_name(name)
+    raw = _read_value_from_stdin()
+    if not raw:
+        raise ConfigError("no value on stdin")
+    value = SecretValue(raw)
+    backend = state.kv.provider_for(name, provider)
+    info = backend.describe(name)
+    if info.pending is not None:
+        if not replace:
+            raise ConflictError(
+                f"key {name!r} already has pending key {info.pending.fingerprint}; "
+                "pass --replace to discard it"
+            )
+        backend.discard_pending(name, pending_version=info.pending.version)
+    if value.fingerprint == info.current.fingerprint:
+        raise ConfigError(f"that value is already key {name!r}'s primary")
+    staged = backend.stage(name, value)
+    if output_format == "json":
+        click.echo(render.dumps(render.key_json(staged)))
+    else:
+        assert staged.pending is not None
+        click.echo(
+            f"staged {staged.pending.fingerprint} as pending version {staged.pending.version} of "
+            f"{name}; `keyvault rotate {name}` (or the service) tests and promotes it"
+        )
+
+
+@cli.command()
+@click.option("--provider", help="the file provider to rekey (default: every file provider)")
+@click.pass_obj
+@handles_errors
+def rekey(state: State, provider: str | None) -> None:
+    """Rotate the embedded store's master key; resumable if interrupted."""
+    config = load_config(find_config(state.config_path))
+    names = (
+        [provider]
+        if provider
+        else [
+            name
+            for name, settings in config.providers.items()
+            if isinstance(settings, FileProviderConfig)
+        ]
+    )
+    if not names:
+        raise ConfigError("no file provider to rekey")
+    for name in names:
+        report = rekey_store(config, name)
+        click.echo(
+            f"{name}: {report.resealed} values re-encrypted under {report.new_key_id}; "
+            f"retired {', '.join(report.old_key_ids) or 'nothing'}"
+        )
+        if report.note:
+            click.echo(f"{name}: {report.note}")
+
+
+@cli.command()
+@click.option("--port", type=int, help="port for /healthz and /metrics (default: config, 9464)")
+@click.option("--host", help="address to listen on (default: config, 127.0.0.1)")
+@click.option("--interval", help="time between sweeps, e.g. 1h, 15m (default: config, 1h)")
+@click.pass_obj
+@handles_errors
+def serve(state: State, port: int | None, host: str | None, interval: str | None) -> None:
+    """Run the rotation service: a sweep at start and on every interval."""
+    from rotation.service import Service
+
+    kv = state.kv
+    settings = kv.config.service
+    every = settings.interval
+    if interval is not None:
+        try:
+            every = parse_duration(interval)
+        except ValueError as exc:
+            raise ConfigError(f"--interval: {exc}") from None
+    service = Service(
+        kv,
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        interval=every,
+    )
+    sys.exit(service.run_until_signalled())
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keyvault.model import KeyInfo, VersionInfo
+from rotation.engine import Outcome
 
 
 def iso(value: datetime | None) -> str | None:
@@ -95,6 +96,44 @@ def list_table(keys: list[KeyInfo], now: datetime) -> Table:
             info.current.fingerprint,
             _age_text(info.current.created_at, now),
         )
+    return table
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "key": outcome.key,
+        "result": str(outcome.result),
+        "steps": [str(step) for step in outcome.steps],
+        "failed_step": None if outcome.failed_step is None else str(outcome.failed_step),
+        "detail": outcome.detail,
+    }
+
+
+_RESULT_STYLE = {
+    "rotated": "green",
+    "retired": "green",
+    "unchanged": "dim",
+    "waiting": "yellow",
+    "planned": "cyan",
+    "conflict": "yellow",
+    "needs-staging": "red",
+    "failed": "bold red",
+    "read-only": "dim",
+}
+
+
+def outcome_table(outcomes: list[Outcome], *, dry_run: bool = False) -> Table:
+    table = Table(title="dry run: nothing was changed" if dry_run else None, title_justify="left")
+    for column in ("key", "result", "steps", "detail"):
+        table.add_column(column)
+    for outcome in outcomes:
+        style = _RESULT_STYLE.get(str(outcome.result), "")
+        steps = " → ".join(str(step) for step in outcome.steps) or "-"
+        if outcome.failed_step is not None and outcome.result == "failed":
+            steps += f" ✗ {outcome.failed_step}"
+        table.add_row(outcome.key, f"[{style}]{outcome.result}[/{style}]", steps, outcome.detail)
+    if not outcomes:
+        table.add_row("-", "[dim]nothing due[/dim]", "-", "")
     return table
 
 

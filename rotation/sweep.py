@@ -68,6 +68,8 @@ def sweep(
             on_outcome(outcome)
     if wanted is None and not dry_run and not report.stopped_early:
         _rotate_server_keys(kv, report, clock(), stop)
+    if not dry_run and (report.server_rotations or any(o.steps for o in report.outcomes)):
+        report.rows = audit(kv, clock())  # the rows describe the keys as the sweep left them
     return report
 
 

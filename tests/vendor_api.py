@@ -38,6 +38,7 @@ class VendorState:
         self.max_in_flight = 0
         self.seen: list[str] = []  # fingerprints of the keys presented, in order
         self.statuses: collections.Counter[int] = collections.Counter()
+        self.webhooks: list[dict[str, Any]] = []
 
     def add_key(self, value: str, *, key_id: str | None = None) -> str:
         with self.lock:
@@ -132,6 +133,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, key: str | None, body: dict[str, Any]) -> None:
         state = self.server.state
+        if path == "/hooks" and method == "POST":
+            with state.lock:
+                state.webhooks.append(body)
+            self._reply(204)
+            return
         if path.startswith("/v1/organizations/api_keys"):
             if key not in state.admin_keys:
                 self._reply(401, {"type": "error", "error": {"type": "authentication_error"}})

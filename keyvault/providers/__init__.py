@@ -15,7 +15,7 @@ from keyvault.config import (
 )
 from keyvault.crypto import Keyring
 from keyvault.errors import ConfigError
-from keyvault.masterkey import keyring_from_env, keyring_from_file
+from keyvault.masterkey import keyring_from_env, keyring_from_file, write_private_lines
 from keyvault.providers.base import KeyProvider, ServerRotatedKeys
 
 __all__ = ["KeyProvider", "ServerRotatedKeys", "build_provider"]
@@ -103,7 +103,7 @@ def _file_provider(config: Config, name: str, settings: FileProviderConfig) -> K
     return FileProvider(name, config.resolve_path(settings.path), keyring)
 
 
-def _boto3_session(config: Config, name: str, profile: str | None = None):  # type: ignore[no-untyped-def]
+def boto3_session(config: Config, name: str, profile: str | None = None):  # type: ignore[no-untyped-def]
     try:
         import boto3
         import botocore.exceptions
@@ -118,7 +118,7 @@ def _boto3_session(config: Config, name: str, profile: str | None = None):  # ty
 
 
 def _aws_provider(config: Config, name: str, settings: AwsProviderConfig) -> KeyProvider:
-    session = _boto3_session(config, name, settings.profile)
+    session = boto3_session(config, name, settings.profile)
     from keyvault.providers.aws import BOTO_CONFIG, AwsProvider
 
     def client(service: str):  # type: ignore[no-untyped-def]
@@ -143,9 +143,7 @@ def _aws_provider(config: Config, name: str, settings: AwsProviderConfig) -> Key
 
 def _kms_keyring(config: Config, name: str, settings: FileProviderConfig) -> Keyring:
     """The store's master key as a data key wrapped by KMS, unwrapped at start-up."""
-    import os
-
-    session = _boto3_session(config, name)
+    session = boto3_session(config, name)
     from keyvault.providers.aws import BOTO_CONFIG, kms_keyring
 
     assert settings.master_key_kms is not None
@@ -159,8 +157,5 @@ def _kms_keyring(config: Config, name: str, settings: FileProviderConfig) -> Key
     lines = path.read_text(encoding="ascii").split() if path.exists() else None
     keyring, wrapped = kms_keyring(kms, settings.master_key_kms, lines)
     if wrapped is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(wrapped + "\n")
+        write_private_lines(path, [wrapped])
     return keyring

@@ -422,6 +422,54 @@ class FileProvider(KeyProvider):
             db.execute("DELETE FROM versions WHERE name = ?", (name,))
             db.execute("DELETE FROM keys WHERE name = ?", (name,))
 
+    # -- master key rotation ---------------------------------------------------------------
+
+    def sealed_with(self) -> dict[str, int]:
+        """How many live values each master key seals (retired rows hold no ciphertext)."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT key_id, COUNT(*) FROM versions WHERE length(ciphertext) > 0 GROUP BY key_id"
+            ).fetchall()
+        return {key_id: int(count) for key_id, count in rows}
+
+    def reseal(self, batch: int = 100) -> int:
+        """Re-encrypt every value not sealed by the primary master key, ``batch`` rows per
+        transaction, so an interrupted run loses nothing and the next one carries on."""
+        primary = self._keyring.primary.key_id
+        total = 0
+        while True:
+            with self._write() as db:
+                rows = db.execute(
+                    "SELECT name, version, key_id, nonce, ciphertext FROM versions "
+                    "WHERE key_id != ? AND length(ciphertext) > 0 LIMIT ?",
+                    (primary, batch),
+                ).fetchall()
+                for name, version, key_id, nonce, ciphertext in rows:
+                    aad = _aad(name, version)
+                    plaintext = self._keyring.open(Sealed(key_id, nonce, ciphertext), aad)
+                    sealed = self._keyring.seal(plaintext, aad)
+                    db.execute(
+                        "UPDATE versions SET key_id = ?, nonce = ?, ciphertext = ? "
+                        "WHERE name = ? AND version = ?",
+                        (sealed.key_id, sealed.nonce, sealed.ciphertext, name, version),
+                    )
+            total += len(rows)
+            if len(rows) < batch:
+                return total
+
+    def forget_master_keys(self) -> None:
+        """After a reseal: the store no longer recognises any master key but the primary."""
+        with self._write() as db:
+            (left,) = db.execute(
+                "SELECT COUNT(*) FROM versions WHERE key_id != ? AND length(ciphertext) > 0",
+                (self._keyring.primary.key_id,),
+            ).fetchone()
+            if left:
+                raise IntegrityError(f"{left} values are still sealed by old master keys")
+            db.execute(
+                "DELETE FROM check_values WHERE key_id != ?", (self._keyring.primary.key_id,)
+            )
+
     # -- history ---------------------------------------------------------------------------
 
     def promotions(self, name: str | None = None) -> int:

@@ -1,0 +1,236 @@
+"""``keyvault serve``: APScheduler runs one sweep job, plus /healthz and Prometheus /metrics.
+
+The scheduler is a thin shell: its one job calls :func:`rotation.sweep.sweep`, which keeps
+going when a key fails. The job runs at start and then every interval, coalesced, never two
+at once in one process; other replicas are kept honest by the backends' compare-and-set,
+not by any lock here. SIGTERM sets a stop flag the sweep checks between keys, so the step in
+hand finishes and nothing is left half-done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from keyvault.registry import KeyVault
+from rotation import logs
+from rotation.engine import Result, Rotator
+from rotation.notify import Notifier
+from rotation.sweep import SweepReport, sweep
+
+log = logging.getLogger("keyvault.service")
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.key_age = Gauge(
+            "keyvault_key_age_seconds",
+            "age of each key's primary",
+            ("key", "provider", "status"),
+            registry=self.registry,
+        )
+        self.key_max_age = Gauge(
+            "keyvault_key_max_age_seconds",
+            "each key's policy max age",
+            ("key", "provider"),
+            registry=self.registry,
+        )
+        self.rotations = Counter(
+            "keyvault_rotations", "rotation attempts by result", ("result",), registry=self.registry
+        )
+        self.sweep_seconds = Gauge(
+            "keyvault_sweep_duration_seconds", "duration of the last sweep", registry=self.registry
+        )
+        self.last_success = Gauge(
+            "keyvault_last_successful_sweep_timestamp_seconds",
+            "unix time of the last sweep that completed",
+            registry=self.registry,
+        )
+        self.sweeps_failed = Counter(
+            "keyvault_sweeps_failed", "sweeps that crashed", registry=self.registry
+        )
+
+    def record(self, report: SweepReport, seconds: float) -> None:
+        self.key_age.clear()
+        self.key_max_age.clear()
+        for row in report.rows:
+            if row.age is not None:
+                self.key_age.labels(row.name, row.provider, str(row.status)).set(
+                    row.age.total_seconds()
+                )
+            if row.max_age is not None:
+                self.key_max_age.labels(row.name, row.provider).set(row.max_age.total_seconds())
+        for outcome in report.outcomes:
+            self.rotations.labels(str(outcome.result)).inc()
+        self.sweep_seconds.set(seconds)
+        self.last_success.set(time.time())
+
+
+class Service:
+    def __init__(
+        self,
+        kv: KeyVault,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        interval: timedelta = timedelta(hours=1),
+        rotator: Rotator | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.kv = kv
+        self.host = host
+        self.port = port
+        self.interval = interval
+        self.rotator = rotator or Rotator(kv)
+        self.notifier = notifier or Notifier(
+            kv.config.notify.webhook, timeout=kv.config.notify.timeout
+        )
+        self.metrics = ServiceMetrics()
+        self.stop_event = threading.Event()
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.last_sweep_ok: bool | None = None
+        self.last_sweep_at: datetime | None = None
+        self.sweeps = 0
+        self._http: ThreadingHTTPServer | None = None
+
+    # -- the job ---------------------------------------------------------------------------
+
+    def sweep_once(self) -> None:
+        started = time.perf_counter()
+        try:
+            report = sweep(
+                self.kv,
+                self.rotator,
+                stop=self.stop_event,
+                on_outcome=lambda o: self.notifier.outcome(o, self.kv.config.provider_for(o.key)),
+            )
+            self.notifier.audit(report.rows)
+            self.metrics.record(report, time.perf_counter() - started)
+            self.last_sweep_ok = True
+            log.info(
+                "sweep done in %.2fs: %d keys, %d rotated, %d failed%s",
+                time.perf_counter() - started,
+                len(report.rows),
+                report.count(Result.ROTATED),
+                report.count(Result.FAILED),
+                " (stopped early)" if report.stopped_early else "",
+            )
+        except Exception:
+            self.last_sweep_ok = False
+            self.metrics.sweeps_failed.inc()
+            log.exception("sweep crashed")
+        finally:
+            self.sweeps += 1
+            self.last_sweep_at = datetime.now(UTC)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._http = _serve_http(self)
+        self.scheduler.add_job(
+            self.sweep_once,
+            "interval",
+            seconds=self.interval.total_seconds(),
+            next_run_time=datetime.now(UTC),
+            coalesce=True,
+            max_instances=1,
+            id="sweep",
+            misfire_grace_time=None,
+        )
+        self.scheduler.start()
+        log.info(
+            "keyvault serve: sweeping every %ss; /healthz and /metrics on http://%s:%d",
+            int(self.interval.total_seconds()),
+            self.host,
+            self.port,
+        )
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)  # the sweep in hand finishes its current key
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        self.kv.close()
+        log.info("keyvault serve stopped")
+
+    def healthy(self) -> bool:
+        return self.scheduler.running and self.last_sweep_ok is not False
+
+    def run_until_signalled(self) -> int:
+        logs.configure()
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        stop.wait()
+        log.info("signal received: finishing the step in hand")
+        self.stop()
+        return 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        service = self.server.service
+        if self.path == "/healthz":
+            healthy = service.healthy()
+            body = json.dumps(
+                {
+                    "status": "ok" if healthy else "unhealthy",
+                    "scheduler_running": service.scheduler.running,
+                    "last_sweep_ok": service.last_sweep_ok,
+                    "last_sweep_at": None
+                    if service.last_sweep_at is None
+                    else service.last_sweep_at.isoformat(),
+                    "sweeps": service.sweeps,
+                }
+            ).encode()
+            self._send(200 if healthy else 503, "application/json", body)
+        elif self.path == "/metrics":
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest(service.metrics.registry))
+        else:
+            self._send(404, "text/plain", b"not found\n")
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    service: Service
+
+
+def _serve_http(service: Service) -> _HttpServer:
+    server = _HttpServer((service.host, service.port), _Handler)
+    server.service = service
+    service.port = server.server_address[1]  # port 0 picks a free one
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    ).start()
+    return server
