@@ -415,6 +415,9 @@ class Config(_Strict):
         key = self.keys.get(key_name)
         if key is not None and key.provider is not None:
             return key.provider
+        for name, settings in self.providers.items():  # an env provider's own `keys` list
+            if isinstance(settings, EnvProviderConfig) and key_name in settings.keys:
+                return name
         return self.default_provider_name()
 
     def key(self, key_name: str) -> KeyConfig:

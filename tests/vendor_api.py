@@ -85,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         return auth[7:] if auth.lower().startswith("bearer ") else None
 
     def _reply(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body if body is not None else {}).encode()
+        data = b"" if status == 204 else json.dumps(body if body is not None else {}).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
