@@ -108,7 +108,7 @@ def no_sleep_client(kv: KeyVault, mode: Mode, name: str, delays: list[float], **
     return client
 
 
-# -- the auth flow -------------------------------------------------------------------------------
+# -- the auth flow ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -166,7 +166,7 @@ def test_never_more_than_primary_refreshed_and_secondary(
     assert vendor.state.requests == 2  # primary (refetch gave the same), then secondary
 
 
-# -- retries ------------------------------------------------------------------------------------
+# -- retries ------------------------------------------------------------
 
 
 @pytest.fixture
@@ -277,7 +277,7 @@ def test_retry_after_forms() -> None:
     assert policy.delay(0, retry_after=120) is None, "too long a Retry-After is not waited for"
 
 
-# -- the breaker and the limit ------------------------------------------------------------------
+# -- the breaker and the limit ------------------------------------------------------------
 
 
 class FakeClock:
@@ -374,7 +374,7 @@ def test_never_more_than_the_limit_in_flight(
     assert vendor.state.max_in_flight == 5
 
 
-# -- the cache -----------------------------------------------------------------------------------
+# -- the cache ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -471,7 +471,7 @@ def test_client_keeps_working_while_backend_is_down(
         assert client.get("/v1/models").status_code == 200
 
 
-# -- environment guard ------------------------------------------------------------------------
+# -- environment guard ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("key_env", "process_env"), [("prod", "dev"), ("dev", "prod")])
@@ -516,7 +516,7 @@ def test_environment_from_config_and_key_config(
     check_environment("k", "prod", None)
 
 
-# -- passthrough ------------------------------------------------------------------------------
+# -- passthrough ------------------------------------------------------------
 
 
 def test_httpx_options_pass_through(kv: KeyVault, valid_key: str) -> None:
@@ -553,7 +553,7 @@ def test_proxy_from_environment(
     assert vendor.state.requests == 1
 
 
-# -- secrets stay secret ------------------------------------------------------------------------
+# -- secrets stay secret ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -120,7 +120,7 @@ def test_unopenable_path_is_backend_unavailable(tmp_path: Path, keyring: Keyring
         FileProvider("local", blocker / "s.db", keyring)
 
 
-# -- master keys -----------------------------------------------------------------------------
+# -- master keys ------------------------------------------------------------
 
 
 def test_key_file_must_be_private(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_master_key_repr_hides_material() -> None:
     assert key.to_base64() not in repr(key)
 
 
-# -- two processes ---------------------------------------------------------------------------
+# -- two processes ------------------------------------------------------------
 
 
 def _promote_in_process(

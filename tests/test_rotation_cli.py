@@ -167,7 +167,7 @@ def test_read_only_env_key(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert json.loads(named.stdout)[0]["result"] == "read-only"
 
 
-# -- rekey -----------------------------------------------------------------------------------------
+# -- rekey ------------------------------------------------------------
 
 
 def test_rekey_reencrypts_and_retires_the_old_master_key(workdir: Path) -> None:
@@ -254,7 +254,7 @@ def test_rekey_with_env_master_key_explains(workdir: Path, monkeypatch: pytest.M
     assert run("get", "a", "--reveal").stdout == value + "\n"
 
 
-# -- two processes ----------------------------------------------------------------------------------
+# -- two processes ------------------------------------------------------------
 
 
 def test_two_rotation_processes_make_exactly_one_promotion_per_key(workdir: Path) -> None:
@@ -289,7 +289,7 @@ def test_two_rotation_processes_make_exactly_one_promotion_per_key(workdir: Path
         assert info.pending is None and info.previous is not None
 
 
-# -- rotation under live traffic ---------------------------------------------------------------------
+# -- rotation under live traffic ------------------------------------------------------------
 
 
 def test_zero_failed_requests_through_five_forced_rotations_with_retire(
