@@ -398,6 +398,11 @@ class Config(_Strict):
         return self
 
     @property
+    def label(self) -> str:
+        """The config file's path for messages ("config" when built in memory)."""
+        return str(self.source) if self.source is not None else "config"
+
+    @property
     def base_dir(self) -> Path:
         return self.source.parent if self.source is not None else Path.cwd()
 
@@ -409,7 +414,7 @@ class Config(_Strict):
             return self.default_provider
         if len(self.providers) == 1:
             return next(iter(self.providers))
-        raise ConfigError(f"{self.source}: no providers configured")
+        raise ConfigError(f"{self.label}: no providers configured")
 
     def provider_for(self, key_name: str) -> str:
         key = self.keys.get(key_name)
@@ -432,7 +437,7 @@ class Config(_Strict):
             return self.issuers[name]
         if name in ("generated", "manual"):
             return IssuerConfig(type=name)
-        raise ConfigError(f"{self.source}: no issuer named {name!r}")
+        raise ConfigError(f"{self.label}: no issuer named {name!r}")
 
     def keys_for_provider(self, provider: str) -> list[str]:
         return [name for name in self.keys if self.provider_for(name) == provider]

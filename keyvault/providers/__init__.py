@@ -27,7 +27,7 @@ def build_provider(config: Config, name: str) -> KeyProvider:
         settings = config.providers[name]
     except KeyError:
         raise ConfigError(
-            f"{config.source}: no provider named {name!r} (configured: "
+            f"{config.label}: no provider named {name!r} (configured: "
             f"{', '.join(sorted(config.providers)) or 'none'})"
         ) from None
     if isinstance(settings, FileProviderConfig):
@@ -45,12 +45,12 @@ def build_provider(config: Config, name: str) -> KeyProvider:
         return _vault_provider(config, name, settings)
     if isinstance(settings, AwsProviderConfig):
         return _aws_provider(config, name, settings)
-    raise ConfigError(f"{config.source}: [providers.{name}] has an unsupported type")
+    raise ConfigError(f"{config.label}: [providers.{name}] has an unsupported type")
 
 
 def _needs_extra(config: Config, name: str, kind: str, extra: str) -> ConfigError:
     return ConfigError(
-        f"{config.source}: [providers.{name}] is a {kind} provider, which needs the "
+        f"{config.label}: [providers.{name}] is a {kind} provider, which needs the "
         f"'{extra}' extra: pip install 'keyvault[{extra}]'"
     )
 
@@ -113,7 +113,7 @@ def boto3_session(config: Config, name: str, profile: str | None = None):  # typ
         return boto3.Session(profile_name=profile)
     except botocore.exceptions.ProfileNotFound:
         raise ConfigError(
-            f"{config.source}: [providers.{name}] profile {profile!r} is not an AWS profile"
+            f"{config.label}: [providers.{name}] profile {profile!r} is not an AWS profile"
         ) from None
 
 

@@ -76,7 +76,7 @@ def _plugin(kv: KeyVault, name: str, config: IssuerConfig) -> Issuer:
     found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == config.type]
     if not found:
         raise ConfigError(
-            f"{kv.config.source}: [issuers.{name}] type {config.type!r} is neither built in "
+            f"{kv.config.label}: [issuers.{name}] type {config.type!r} is neither built in "
             f"(generated, http, manual, anthropic) nor an installed {ENTRY_POINT_GROUP!r} "
             "entry point"
         )
