@@ -7,6 +7,7 @@ provider that cannot be read yields one ``error`` row and the others are still r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,6 +36,7 @@ class AuditRow:
     pending_fingerprint: str | None = None
     note: str = ""
     server: ServerKeyInfo | None = None
+    error_code: int | None = None  # on a provider error row: that error's exit code
 
     @property
     def severity(self) -> int:
@@ -96,11 +98,18 @@ def server_row(kv: KeyVault, info: ServerKeyInfo, now: datetime) -> AuditRow:
     )
 
 
-def audit(kv: KeyVault, now: datetime, *, provider: str | None = None) -> list[AuditRow]:
-    """Rows for every key, worst status first, then by name."""
+def audit(
+    kv: KeyVault,
+    now: datetime,
+    *,
+    provider: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[AuditRow]:
+    """Rows for every key, worst status first, then by name. ``progress(provider, done,
+    total)`` is told as each provider has been read."""
     rows: list[AuditRow] = []
     names = [provider] if provider is not None else kv.provider_names()
-    for provider_name in names:
+    for done, provider_name in enumerate(names, start=1):
         try:
             backend = kv.provider(provider_name)
             rows.extend(credential_row(kv, info, now) for info in backend.list_keys())
@@ -114,7 +123,10 @@ def audit(kv: KeyVault, now: datetime, *, provider: str | None = None) -> list[A
                     kind="provider",
                     status=Status.ERROR,
                     note=f"{type(exc).__name__}: {exc}",
+                    error_code=exc.exit_code,
                 )
             )
+        if progress is not None:
+            progress(provider_name, done, len(names))
     rows.sort(key=lambda row: (-row.severity, row.provider, row.name))
     return rows

@@ -25,10 +25,12 @@ from keyvault.masterkey import write_key_file
 from keyvault.model import utcnow, validate_name
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
-from rotation import render
+from rotation import render, report
+from rotation.audit import AuditRow
+from rotation.audit import audit as run_audit
 from rotation.engine import Outcome, Result, Rotator
 from rotation.rekey import rekey as rekey_store
-from rotation.status import Status
+from rotation.status import SEVERITY, Status
 from rotation.sweep import sweep
 from rotation.tokens import generate_token
 
@@ -289,11 +291,11 @@ def rotate(
     kv = state.kv
     rotator = Rotator(kv)
     if all_keys:
-        report = sweep(kv, rotator, force=force, dry_run=dry_run)
-        outcomes = report.outcomes
-        for error in report.errors:
+        swept = sweep(kv, rotator, force=force, dry_run=dry_run)
+        outcomes = swept.outcomes
+        for error in swept.errors:
             click.echo(f"error: {error}", err=True)
-        for row in report.rows:
+        for row in swept.rows:
             if row.status == Status.ERROR:
                 click.echo(f"error: provider {row.provider}: {row.note}", err=True)
     else:
@@ -303,7 +305,7 @@ def rotate(
     else:
         render.console().print(render.outcome_table(outcomes, dry_run=dry_run))
     code = _outcome_exit_code(outcomes)
-    if all_keys and (report.errors or any(r.status == Status.ERROR for r in report.rows)):
+    if all_keys and (swept.errors or any(r.status == Status.ERROR for r in swept.rows)):
         code = max(code, 5)
     if code:
         sys.exit(code)
@@ -398,6 +400,87 @@ def serve(state: State, port: int | None, host: str | None, interval: str | None
         interval=every,
     )
     sys.exit(service.run_until_signalled())
+
+
+AUDIT_FORMATS = ("table", "json", "csv", "markdown", "html")
+
+
+@cli.command()
+@click.option("--provider", help="audit only this provider")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(AUDIT_FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people; json (see rotation/schemas/audit.schema.json), csv, markdown, "
+    "html (one self-contained page with a chart) for machines and reviewers",
+)
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="write here")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["due", "overdue"]),
+    help="exit 1 when any key is at or past this status (for CI gates)",
+)
+@click.pass_obj
+@handles_errors
+def audit(
+    state: State,
+    provider: str | None,
+    output_format: str,
+    output: Path | None,
+    fail_on: str | None,
+) -> None:
+    """One row per key: age, policy, status, secondary and its retire time. Never a value."""
+    kv = state.kv
+    now = utcnow()
+    rows = _audit_with_progress(kv, now, provider)
+    if output_format == "table" and output is None:
+        render.console().print(report.to_table(rows))
+    else:
+        text = {
+            "json": lambda: report.to_json(rows, now),
+            "csv": lambda: report.to_csv(rows),
+            "markdown": lambda: report.to_markdown(rows),
+            "html": lambda: report.to_html(rows, now),
+            "table": lambda: report.to_markdown(rows),
+        }[output_format]()
+        if output is not None:
+            output.write_text(text, encoding="utf-8")
+            click.echo(f"wrote {output} ({len(rows)} keys)", err=True)
+        else:
+            click.echo(text, nl=False)
+    errors = [row for row in rows if row.status == Status.ERROR]
+    for row in errors:
+        click.echo(f"error: provider {row.provider}: {row.note}", err=True)
+    if errors:
+        sys.exit(max(row.error_code or 1 for row in errors))
+    if fail_on is not None:
+        threshold = SEVERITY[Status(fail_on)]
+        failing = [r for r in rows if r.status != Status.ERROR and r.severity >= threshold]
+        if failing:
+            click.echo(
+                f"audit: {len(failing)} key(s) {fail_on} or worse: "
+                + ", ".join(r.name for r in failing[:10]),
+                err=True,
+            )
+            sys.exit(1)
+
+
+def _audit_with_progress(kv: KeyVault, now: datetime, provider: str | None) -> list[AuditRow]:
+    """A progress bar on a terminal (stderr), none when piped."""
+    err = render.console(stderr=True)
+    if not err.is_terminal:
+        return run_audit(kv, now, provider=provider)
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("reading providers", total=None)
+
+        def advance(name: str, done: int, total: int) -> None:
+            bar.update(task, total=total, completed=done, description=f"read {name}")
+
+        return run_audit(kv, now, provider=provider, progress=advance)
 
 
 def main() -> None:

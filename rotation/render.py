@@ -138,4 +138,7 @@ def outcome_table(outcomes: list[Outcome], *, dry_run: bool = False) -> Table:
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    """Rich output; when piped, wide enough that tables keep one line per row."""
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal else 200
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
