@@ -359,3 +359,18 @@ recovery_window_days = 0
     assert run("get", "anthropic/prod", "--reveal").stdout == raw + "\n"
     assert run("get", "nope").exit_code == 3
     assert run("put", "anthropic/prod", input=canary()).exit_code == 2
+
+
+def test_same_token_stage_race_leaves_the_winner_described(aws_provider: AwsProvider) -> None:
+    """Two runners stage with the same request token: the first owns the version; the second
+    gets a conflict and never overwrites the winner's tags or ref."""
+    aws_provider.create("race2", SecretValue(canary()))
+    winner, loser = SecretValue(canary()), SecretValue(canary())
+    aws_provider.stage("race2", winner, request_token="t", ref="winner-id")
+    with pytest.raises(ConflictError, match="another runner staged"):
+        aws_provider.stage("race2", loser, request_token="t", ref="loser-id")
+    info = aws_provider.describe("race2")
+    assert info.pending is not None
+    assert info.pending.fingerprint == winner.fingerprint and info.pending.ref == "winner-id"
+    pending = aws_provider.get_pending("race2")
+    assert pending is not None and pending.secret == winner

@@ -302,11 +302,12 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         self, name: str, response: Mapping[str, Any], tags: Mapping[str, str]
     ) -> KeyVersion:
         version = response["VersionId"]
+        value = self._value_of(name, response.get("SecretString"))
         return KeyVersion(
             version,
-            self._value_of(name, response.get("SecretString")),
+            value,
             _tagged_created_at(tags, version) or _aware(response.get("CreatedDate")),
-            _tagged(tags, version, "ref"),
+            _ref_of(tags, value.fingerprint),
         )
 
     def get_pending(self, name: str) -> KeyVersion | None:
@@ -357,7 +358,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             created = _tagged_created_at(tags, version)
             if created is None and versions is not None and version in versions:
                 created = _aware(versions[version].get("CreatedDate"))
-            return VersionInfo(version, fingerprint, created, _tagged(tags, version, "ref"))
+            return VersionInfo(version, fingerprint, created, _ref_of(tags, fingerprint))
 
         current = version_info(CURRENT)
         if current is None:
@@ -440,7 +441,9 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
     ) -> KeyInfo:
         version = str(uuid.uuid4())
         when = created_at or self._clock()
-        tags = {MANAGED_TAG: "true", **_version_tags("current", version, value, when, ref)}
+        tags = {MANAGED_TAG: "true", **_version_tags("current", version, value, when)}
+        if ref is not None:
+            tags[_ref_tag(value.fingerprint)] = ref
         if environment is not None:
             tags[TAG + "environment"] = environment
         kwargs: dict[str, Any] = {
@@ -481,9 +484,18 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
     ) -> KeyInfo:
         info = self.describe(name)
         version = self._request_version(name, request_token)
-        known = {v for v in (info.current, info.previous, info.pending) if v is not None}
-        if request_token is not None and version in {v.version for v in known}:
-            return info  # this stage already happened: a retry after a crash
+        pending = info.pending
+        if request_token is not None and pending is not None and pending.version == version:
+            if pending.fingerprint != "unknown":
+                return info  # this stage already happened: a retry after a crash
+            # the put landed but the process died before tagging: finish, if it is ours
+            if self._read_version(name, version).fingerprint != value.fingerprint:
+                raise ConflictError(f"key {name!r}: another runner staged version {version} first")
+            self._tag(name, _version_tags("pending", version, value, self._clock()))
+            return self.describe(name)
+        known = {v.version for v in (info.current, info.previous) if v is not None}
+        if request_token is not None and version in known:
+            return info  # staged and promoted since
         if request_token is not None and version in self._versions(name):
             return info  # staged, then promoted and retired since
         if info.pending is not None:
@@ -492,20 +504,28 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 "promote or discard it before staging another"
             )
         secret_string = self._string_for(name, value)
-        # tags first: a crash after them leaves tags naming a version that does not exist
-        # (ignored, and rewritten by the retry); a crash after the put leaves both done
-        self._untag(name, _stage_tag_keys("pending"))
-        self._tag(name, _version_tags("pending", version, value, self._clock(), ref))
-        self._call(
-            "PutSecretValue",
-            name,
-            lambda: self.client.put_secret_value(
+        if ref is not None:  # keyed by the value's fingerprint: no other writer's tag to clobber
+            self._tag(name, {_ref_tag(value.fingerprint): ref})
+        try:
+            self.client.put_secret_value(
                 SecretId=self._secret_id(name),
                 SecretString=secret_string,
                 VersionStages=[PENDING],
                 ClientRequestToken=version,
-            ),
-        )
+            )
+            lost = False
+        except boto_errors.ClientError as exc:
+            if _code(exc) != "ResourceExistsException":
+                raise map_boto_error(exc, "PutSecretValue", self._secret_id(name)) from None
+            lost = True  # the same token with another value: a concurrent runner staged first
+        except Exception as exc:
+            raise map_boto_error(exc, "PutSecretValue", self._secret_id(name)) from None
+        # the token decides who owns the version: only its owner may describe it in tags
+        if lost or self._read_version(name, version).fingerprint != value.fingerprint:
+            if ref is not None:
+                self._untag(name, [_ref_tag(value.fingerprint)])
+            raise ConflictError(f"key {name!r}: another runner staged version {version} first")
+        self._tag(name, _version_tags("pending", version, value, self._clock()))
         return self.describe(name)
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
@@ -577,7 +597,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 f"expected {expected_previous}"
             )
         self._remove_label(name, PREVIOUS, expected_previous)
-        self._untag(name, _stage_tag_keys("previous"))
+        self._untag(name, [*_stage_tag_keys("previous"), _ref_tag(info.previous.fingerprint)])
         return self.describe(name)
 
     def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
@@ -590,7 +610,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 f"expected {pending_version}"
             )
         self._remove_label(name, PENDING, pending_version)
-        self._untag(name, _stage_tag_keys("pending"))
+        self._untag(name, [*_stage_tag_keys("pending"), _ref_tag(info.pending.fingerprint)])
         return self.describe(name)
 
     def _remove_label(self, name: str, label: str, version: str) -> None:
@@ -690,7 +710,7 @@ def _labels(stages: Mapping[str, Sequence[str]]) -> dict[str, str]:
     return by_label
 
 
-_STAGE_FIELDS = ("version", "fingerprint", "created-at", "ref")
+_STAGE_FIELDS = ("version", "fingerprint", "created-at")
 
 
 def _stage_tag_keys(stage: str) -> list[str]:
@@ -698,16 +718,24 @@ def _stage_tag_keys(stage: str) -> list[str]:
 
 
 def _version_tags(
-    stage: str, version: str, value: SecretValue, created: datetime, ref: str | None = None
+    stage: str, version: str, value: SecretValue, created: datetime
 ) -> dict[str, str]:
-    tags = {
+    return {
         f"{TAG}{stage}-version": version,
         f"{TAG}{stage}-fingerprint": value.fingerprint,
         f"{TAG}{stage}-created-at": _iso(created),
     }
-    if ref is not None:
-        tags[f"{TAG}{stage}-ref"] = ref
-    return tags
+
+
+def _ref_tag(fingerprint: str) -> str:
+    """Issuer refs are tagged by value fingerprint, not by stage: a runner that loses a
+    stage race never overwrites the winner's, and a stage that crashed before its stage
+    tags still finds its ref."""
+    return f"{TAG}ref:{fingerprint}"
+
+
+def _ref_of(tags: Mapping[str, str], fingerprint: str) -> str | None:
+    return None if fingerprint == "unknown" else tags.get(_ref_tag(fingerprint))
 
 
 def _info_tags(stage: str, info: VersionInfo | None) -> dict[str, str]:
@@ -716,8 +744,6 @@ def _info_tags(stage: str, info: VersionInfo | None) -> dict[str, str]:
     tags = {f"{TAG}{stage}-version": info.version, f"{TAG}{stage}-fingerprint": info.fingerprint}
     if info.created_at is not None:
         tags[f"{TAG}{stage}-created-at"] = _iso(info.created_at)
-    if info.ref is not None:
-        tags[f"{TAG}{stage}-ref"] = info.ref
     return tags
 
 
