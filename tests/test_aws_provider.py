@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections import Counter
@@ -362,13 +363,27 @@ recovery_window_days = 0
 
 
 def test_same_token_stage_race_leaves_the_winner_described(aws_provider: AwsProvider) -> None:
-    """Two runners stage with the same request token: the first owns the version; the second
-    gets a conflict and never overwrites the winner's tags or ref."""
+    """Two runners stage with the same request token: the first owns the version. The
+    second is told what was staged (the contract's idempotence: the engine sees another
+    value and withdraws its own) and never overwrites the winner's tags or ref — also when
+    it reaches PutSecretValue itself, having read the key before the winner's stage."""
     aws_provider.create("race2", SecretValue(canary()))
     winner, loser = SecretValue(canary()), SecretValue(canary())
     aws_provider.stage("race2", winner, request_token="t", ref="winner-id")
-    with pytest.raises(ConflictError, match="another runner staged"):
-        aws_provider.stage("race2", loser, request_token="t", ref="loser-id")
+    told = aws_provider.stage("race2", loser, request_token="t", ref="loser-id")
+    assert told.pending is not None and told.pending.fingerprint == winner.fingerprint
+
+    before_winner = aws_provider.describe("race2")
+    original = aws_provider.describe
+    stale_read = dataclasses.replace(before_winner, pending=None)  # read before the winner
+    aws_provider.describe = lambda name: stale_read if name == "race2" else original(name)  # type: ignore[method-assign]
+    aws_provider._versions = lambda name: {}  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ConflictError, match="another runner staged"):
+            aws_provider.stage("race2", loser, request_token="t", ref="loser-id")
+    finally:
+        aws_provider.describe = original  # type: ignore[method-assign]
+        del aws_provider._versions
     info = aws_provider.describe("race2")
     assert info.pending is not None
     assert info.pending.fingerprint == winner.fingerprint and info.pending.ref == "winner-id"
