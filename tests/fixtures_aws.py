@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
@@ -51,9 +53,34 @@ def aws_clients(endpoint_url: str | None = None) -> tuple[Any, Any]:
     return boto3.client("secretsmanager", **kwargs), boto3.client("kms", **kwargs)
 
 
+_PUT_LOCK = threading.Lock()
+
+
+def emulate_put_idempotency(client: Any) -> None:
+    """Give moto what AWS does and moto 5.2 does not: PutSecretValue with a known
+    ClientRequestToken and a different value fails with ResourceExistsException, atomically
+    (AWS checks server-side; here a lock spans the check and the call)."""
+    original = client.put_secret_value
+
+    def put_secret_value(**params: Any) -> Any:
+        with _PUT_LOCK:
+            try:
+                existing = client.get_secret_value(
+                    SecretId=params["SecretId"], VersionId=params["ClientRequestToken"]
+                )
+            except ClientError:
+                existing = None
+            if existing is not None and existing.get("SecretString") != params.get("SecretString"):
+                raise ClientError({"Error": {"Code": "ResourceExistsException"}}, "PutSecretValue")
+            return original(**params)
+
+    client.put_secret_value = put_secret_value
+
+
 @pytest.fixture
 def aws_provider(kms_key_id: str) -> AwsProvider:
     secrets, kms = aws_clients()
+    emulate_put_idempotency(secrets)
     return AwsProvider(
         "aws",
         secrets,

@@ -378,10 +378,18 @@ def test_same_token_stage_race_leaves_the_winner_described(aws_provider: AwsProv
     stale_read = dataclasses.replace(before_winner, pending=None)  # read before the winner
     aws_provider.describe = lambda name: stale_read if name == "race2" else original(name)  # type: ignore[method-assign]
     aws_provider._versions = lambda name: {}  # type: ignore[method-assign]
+
+    def same_token_other_value(**_: Any) -> None:
+        # what AWS answers (moto 5.2 instead overwrites the version's value silently)
+        raise ClientError({"Error": {"Code": "ResourceExistsException"}}, "PutSecretValue")
+
+    events = aws_provider.client.meta.events
+    events.register("before-call.secrets-manager.PutSecretValue", same_token_other_value)
     try:
         with pytest.raises(ConflictError, match="another runner staged"):
             aws_provider.stage("race2", loser, request_token="t", ref="loser-id")
     finally:
+        events.unregister("before-call.secrets-manager.PutSecretValue", same_token_other_value)
         aws_provider.describe = original  # type: ignore[method-assign]
         del aws_provider._versions
     info = aws_provider.describe("race2")
