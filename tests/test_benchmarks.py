@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
             ["--requests", "50", "--rounds", "1"],
             ["ratio", "aws-secretsmanager-caching"],
         ),
+        ("audit.py", ["--keys", "20"], ["keys/s", "backend calls per key"]),
         (
             "aws_listing.py",
             ["--keys", "30"],
