@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,7 @@ from keyvault.providers.base import KeyProvider, ServerRotatedKeys
 from keyvault.secret import SecretValue
 
 T = TypeVar("T")
+log = logging.getLogger("keyvault.aws")
 
 CURRENT, PREVIOUS, PENDING = "AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"
 MANAGED_TAG = "keyvault:managed"
@@ -275,22 +277,22 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             raise
 
     def get_keyset(self, name: str) -> KeySet:
-        described = self._describe_raw(name)
-        tags = _tags(described)
-        if tags.get(MANAGED_TAG) != "true":
-            raise KeyNotFoundError(
-                f"secret {self._secret_id(name)} is not managed by keyvault "
-                f"(no {MANAGED_TAG}=true tag); leaving it alone"
-            )
-        stages = described.get("VersionIdsToStages", {})
-        has_previous = any(PREVIOUS in labels for labels in stages.values())
+        """Needs only ``GetSecretValue`` (what the app policy grants); ``DescribeSecret``,
+        when allowed, adds the managed-tag check, the environment label and exact times."""
+        try:
+            tags: dict[str, str] = _tags(self._describe_raw(name))
+        except AuthError:
+            tags = {}
+        else:
+            if tags.get(MANAGED_TAG) != "true":
+                raise KeyNotFoundError(
+                    f"secret {self._secret_id(name)} is not managed by keyvault "
+                    f"(no {MANAGED_TAG}=true tag); leaving it alone"
+                )
         current = self._call("GetSecretValue", name, lambda: self._get_stage(name, CURRENT))
-        previous = (
-            self._call("GetSecretValue", name, lambda: self._get_stage(name, PREVIOUS))
-            if has_previous
-            else None
-        )
-        assert current is not None
+        previous = self._call("GetSecretValue", name, lambda: self._get_stage(name, PREVIOUS))
+        if current is None:
+            raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no value yet")
         return KeySet(
             name,
             self._key_version(name, current, tags),
@@ -393,6 +395,9 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 if _tags(entry).get(MANAGED_TAG) != "true":
                     continue
                 name = self._key_name(secret_name)
+                if CURRENT not in _labels(entry.get("SecretVersionsToStages") or {}):
+                    log.info("secret %s is provisioned but has no value yet", secret_name)
+                    continue
                 info = self._info(name, entry, None)
                 if not _tags_vouch_for(info):
                     info = self._info(name, entry, self._versions(name))
@@ -460,14 +465,39 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             self.client.create_secret(**kwargs)
         except boto_errors.ClientError as exc:
             if _code(exc) == "ResourceExistsException":
-                raise KeyExistsError(
-                    f"key {name!r} already exists in provider {self.name!r}; "
-                    "use `keyvault rotate` to replace its value"
-                ) from None
+                return self._fill_provisioned(name, value, tags, version)
             raise map_boto_error(exc, "CreateSecret", f"secret {self._secret_id(name)}") from None
         except Exception as exc:
             raise map_boto_error(exc, "CreateSecret", f"secret {self._secret_id(name)}") from None
         return self.describe(name)
+
+    def _fill_provisioned(
+        self, name: str, value: SecretValue, tags: Mapping[str, str], version: str
+    ) -> KeyInfo:
+        """A managed secret with no value yet (Terraform provisions them empty) gets its first
+        value; anything else that exists is refused."""
+        described = self._describe_raw(name)
+        existing = _tags(described)
+        if existing.get(MANAGED_TAG) == "true" and not _labels(
+            described.get("VersionIdsToStages") or {}
+        ).get(CURRENT):
+            self._call(
+                "PutSecretValue",
+                name,
+                lambda: self.client.put_secret_value(
+                    SecretId=self._secret_id(name),
+                    SecretString=self._string_for(name, value),
+                    VersionStages=[CURRENT],
+                    ClientRequestToken=version,
+                ),
+            )
+            own = {k: v for k, v in tags.items() if k != TAG + "environment" or k not in existing}
+            self._tag(name, own)
+            return self.describe(name)
+        raise KeyExistsError(
+            f"key {name!r} already exists in provider {self.name!r}; "
+            "use `keyvault rotate` to replace its value"
+        )
 
     def _request_version(self, name: str, request_token: str | None) -> str:
         if request_token is None:
