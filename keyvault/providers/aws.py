@@ -47,7 +47,7 @@ from keyvault.errors import (
     KeyvaultError,
 )
 from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo, VersionInfo, utcnow
-from keyvault.providers.base import KeyProvider, ServerRotatedKeys
+from keyvault.providers.base import KeyProvider, ServerRotatedKeys, expect_version
 from keyvault.secret import SecretValue
 
 T = TypeVar("T")
@@ -560,16 +560,11 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
         info = self.describe(name)
-        if info.pending is None or info.pending.version != pending_version:
-            raise ConflictError(
-                f"key {name!r}: pending version is "
-                f"{info.pending.version if info.pending else 'none'}, expected {pending_version}"
-            )
-        if info.current.version != expected_current:
-            raise ConflictError(
-                f"key {name!r}: current version is {info.current.version}, "
-                f"expected {expected_current}"
-            )
+        expect_version(
+            name, "pending", info.pending.version if info.pending else None, pending_version
+        )
+        expect_version(name, "current", info.current.version, expected_current)
+        assert info.pending is not None
         try:  # the read above is advisory; this call is the compare-and-set
             self.client.update_secret_version_stage(
                 SecretId=self._secret_id(name),
@@ -621,11 +616,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         info = self.describe(name)
         if info.previous is None:
             return info
-        if info.previous.version != expected_previous:
-            raise ConflictError(
-                f"key {name!r}: previous version is {info.previous.version}, "
-                f"expected {expected_previous}"
-            )
+        expect_version(name, "previous", info.previous.version, expected_previous)
         self._remove_label(name, PREVIOUS, expected_previous)
         self._untag(name, [*_stage_tag_keys("previous"), _ref_tag(info.previous.fingerprint)])
         return self.describe(name)
@@ -634,11 +625,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         info = self.describe(name)
         if info.pending is None:
             return info
-        if info.pending.version != pending_version:
-            raise ConflictError(
-                f"key {name!r}: pending version is {info.pending.version}, "
-                f"expected {pending_version}"
-            )
+        expect_version(name, "pending", info.pending.version, pending_version)
         self._remove_label(name, PENDING, pending_version)
         self._untag(name, [*_stage_tag_keys("pending"), _ref_tag(info.pending.fingerprint)])
         return self.describe(name)

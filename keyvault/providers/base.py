@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NoReturn
 
-from keyvault.errors import ReadOnlyError
+from keyvault.errors import ConflictError, ReadOnlyError
 from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo
 from keyvault.secret import SecretValue
 
@@ -124,6 +124,14 @@ class KeyProvider(ABC):
                 "provider"
             )
         raise NotImplementedError(f"{type(self).__name__} does not implement {action}")
+
+
+def expect_version(name: str, stage: str, actual: str | None, expected: str) -> None:
+    """The compare of compare-and-set, worded once for every backend."""
+    if actual != expected:
+        raise ConflictError(
+            f"key {name!r}: {stage} version is {actual or 'none'}, expected {expected}"
+        )
 
 
 class ServerRotatedKeys(ABC):

@@ -31,7 +31,7 @@ from keyvault.errors import (
     KeyNotFoundError,
 )
 from keyvault.model import KeyInfo, KeySet, KeyVersion, Stage, VersionInfo, utcnow
-from keyvault.providers.base import KeyProvider
+from keyvault.providers.base import KeyProvider, expect_version
 from keyvault.secret import SecretValue
 
 SCHEMA = """
@@ -81,6 +81,10 @@ def _aad(name: str, version: int) -> bytes:
 
 def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def _version_of(row: Any) -> str | None:
+    return None if row is None else str(row[1])
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -367,16 +371,9 @@ class FileProvider(KeyProvider):
             stages = self._stages(db, name)
             pending = stages.get(Stage.PENDING.value)
             current = stages.get(Stage.CURRENT.value)
-            if pending is None or str(pending[1]) != pending_version:
-                raise ConflictError(
-                    f"key {name!r}: pending version is "
-                    f"{'none' if pending is None else pending[1]}, expected {pending_version}"
-                )
-            if current is None or str(current[1]) != expected_current:
-                raise ConflictError(
-                    f"key {name!r}: current version is "
-                    f"{'none' if current is None else current[1]}, expected {expected_current}"
-                )
+            expect_version(name, "pending", _version_of(pending), pending_version)
+            expect_version(name, "current", _version_of(current), expected_current)
+            assert pending is not None and current is not None
             previous = stages.get(Stage.PREVIOUS.value)
             if previous is not None:
                 self._retire_row(db, name, previous[1])
@@ -397,11 +394,7 @@ class FileProvider(KeyProvider):
         with self._write() as db:
             previous = self._stages(db, name).get(Stage.PREVIOUS.value)
             if previous is not None:
-                if str(previous[1]) != expected_previous:
-                    raise ConflictError(
-                        f"key {name!r}: previous version is {previous[1]}, "
-                        f"expected {expected_previous}"
-                    )
+                expect_version(name, "previous", _version_of(previous), expected_previous)
                 self._retire_row(db, name, previous[1])
             return self._info(db, name)
 
@@ -409,10 +402,7 @@ class FileProvider(KeyProvider):
         with self._write() as db:
             pending = self._stages(db, name).get(Stage.PENDING.value)
             if pending is not None:
-                if str(pending[1]) != pending_version:
-                    raise ConflictError(
-                        f"key {name!r}: pending version is {pending[1]}, expected {pending_version}"
-                    )
+                expect_version(name, "pending", _version_of(pending), pending_version)
                 self._retire_row(db, name, pending[1])
             return self._info(db, name)
 

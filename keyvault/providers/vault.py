@@ -44,7 +44,7 @@ from keyvault.errors import (
     KeyvaultError,
 )
 from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo, Stage, VersionInfo, utcnow
-from keyvault.providers.base import KeyProvider, ServerRotatedKeys
+from keyvault.providers.base import KeyProvider, ServerRotatedKeys, expect_version
 from keyvault.secret import SecretValue
 
 T = TypeVar("T")
@@ -465,16 +465,8 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
         doc, kv_version = self._read_doc(name)
         pending, current = doc.get("pending"), doc.get("current")
-        if not pending or pending["version"] != pending_version:
-            raise ConflictError(
-                f"key {name!r}: pending version is "
-                f"{pending['version'] if pending else 'none'}, expected {pending_version}"
-            )
-        if not current or current["version"] != expected_current:
-            raise ConflictError(
-                f"key {name!r}: current version is "
-                f"{current['version'] if current else 'none'}, expected {expected_current}"
-            )
+        expect_version(name, "pending", _version_of(pending), pending_version)
+        expect_version(name, "current", _version_of(current), expected_current)
         doc["previous"], doc["current"] = current, pending
         doc.pop("pending")
         doc["promoted_at"] = _iso(self._clock())
@@ -485,11 +477,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         previous = doc.get("previous")
         if not previous:
             return self._info_from_doc(name, doc)
-        if previous["version"] != expected_previous:
-            raise ConflictError(
-                f"key {name!r}: previous version is {previous['version']}, "
-                f"expected {expected_previous}"
-            )
+        expect_version(name, "previous", _version_of(previous), expected_previous)
         doc.pop("previous")
         return self._write_doc(name, doc, cas=kv_version)
 
@@ -498,10 +486,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         pending = doc.get("pending")
         if not pending:
             return self._info_from_doc(name, doc)
-        if pending["version"] != pending_version:
-            raise ConflictError(
-                f"key {name!r}: pending version is {pending['version']}, expected {pending_version}"
-            )
+        expect_version(name, "pending", _version_of(pending), pending_version)
         doc.pop("pending")
         return self._write_doc(name, doc, cas=kv_version)
 
@@ -595,6 +580,10 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
 
 
 # -- plain functions over documents and metadata -------------------------------------------------
+
+
+def _version_of(entry: Mapping[str, Any] | None) -> str | None:
+    return None if not entry else str(entry["version"])
 
 
 def _iso(value: datetime) -> str:
