@@ -443,7 +443,7 @@ def audit(
             "csv": lambda: report.to_csv(rows),
             "markdown": lambda: report.to_markdown(rows),
             "html": lambda: report.to_html(rows, now),
-            "table": lambda: report.to_markdown(rows),
+            "table": lambda: _plain_table(rows),
         }[output_format]()
         if output is not None:
             output.write_text(text, encoding="utf-8")
@@ -465,6 +465,16 @@ def audit(
                 err=True,
             )
             sys.exit(1)
+
+
+def _plain_table(rows: list[AuditRow]) -> str:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, color_system=None).print(report.to_table(rows))
+    return buffer.getvalue()
 
 
 def _audit_with_progress(kv: KeyVault, now: datetime, provider: str | None) -> list[AuditRow]:

@@ -29,10 +29,10 @@ from keyvault.errors import ConflictError, KeyvaultError
 from keyvault.model import KeyInfo, utcnow
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
-from rotation.errors import IssuerError, NeedsStaging, VerificationFailed
+from rotation.errors import NeedsStaging, VerificationFailed
 from rotation.issuers import Issued, IssuerCache
 from rotation.issuers.requests import header_value, send
-from rotation.status import Status, key_status, needs_rotation, retire_at
+from rotation.status import key_status, needs_rotation, retire_at
 
 log = logging.getLogger("keyvault.rotation")
 
@@ -278,10 +278,3 @@ class Rotator:
                 steps += [Step.CREATE, Step.TEST, Step.PROMOTE]
         detail = f"status {status}" + (f"; {'; '.join(notes)}" if notes else "")
         return Outcome(info.name, Result.PLANNED, tuple(steps), detail)
-
-
-def is_failure(outcome: Outcome) -> bool:
-    return outcome.result in (Result.FAILED,)
-
-
-__all__ = ["IssuerError", "Outcome", "Result", "Rotator", "Status", "Step"]
