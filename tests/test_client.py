@@ -621,3 +621,21 @@ def test_anthropic_client_sends_the_current_key(
     assert vendor.state.seen[-1] == fingerprint(new)
     with pytest.raises(TypeError, match="api_key"):
         kv.anthropic("anthropic/prod", api_key="x")
+
+
+def test_prometheus_metrics_by_key_and_fingerprint(
+    kv: KeyVault, vendor: VendorAPI, valid_key: str
+) -> None:
+    import prometheus_client
+
+    vendor.state.script.append((503, {}))
+    delays: list[float] = []
+    client = no_sleep_client(kv, "sync", "api/key", delays, base_url=vendor.url)
+    assert client.get("/v1/models").status_code == 200
+    labels = {"key": "api/key", "fingerprint": fingerprint(valid_key)}
+    sample = prometheus_client.REGISTRY.get_sample_value
+    assert sample("keyvault_client_requests_total", {**labels, "status": "200"}) >= 1
+    assert sample("keyvault_client_requests_total", {**labels, "status": "503"}) >= 1
+    assert sample("keyvault_client_retries_total", {"key": "api/key", "reason": "503"}) >= 1
+    exposition = prometheus_client.generate_latest().decode()
+    assert_not_leaked(exposition, valid_key, where="the metrics")

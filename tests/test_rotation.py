@@ -251,3 +251,34 @@ def test_rotation_outcome_never_holds_a_secret(
     texts: list[Any] = [outcome.detail, repr(outcome), str(outcome.error)]
     for text in texts:
         assert_not_leaked(str(text), old, pending.secret.reveal(), where="a rotation outcome")
+
+
+def test_sweep_rotates_an_overdue_transit_key(
+    openbao: Any, vault_root: Any, vault_prefix: str
+) -> None:
+    import hvac
+
+    from keyvault.providers.vault import VaultProvider
+    from rotation.sweep import sweep
+
+    if "transit/" not in vault_root.sys.list_mounted_secrets_engines()["data"]:
+        vault_root.sys.enable_secrets_engine("transit")
+    key = f"tk-{vault_prefix[:-1]}"
+    vault_root.secrets.transit.create_key(key)
+    provider = VaultProvider(
+        "bao",
+        hvac.Client(url=openbao.url),
+        prefix=vault_prefix,
+        transit_keys=(key,),
+        environ={"VAULT_TOKEN": openbao.root_token},
+    )
+    clock = now_clock()
+    rotator = make_rotator(make_kv(provider), RecordingIssuer(), clock)
+    first = sweep(rotator.kv, rotator)
+    assert first.server_rotations == []
+    clock.advance(timedelta(days=100))  # the key's only version is now past max age
+    report = sweep(rotator.kv, rotator)
+    assert report.server_rotations == [key]
+    assert provider.list_server_keys()[0].latest_version == "2"
+    rows = [r for r in report.rows if r.kind == "vault-transit"]
+    assert rows and rows[0].fingerprint == "v2"
