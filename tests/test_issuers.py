@@ -137,8 +137,10 @@ def test_probe_failure_keeps_current(store: FileProvider, vendor: VendorAPI) -> 
 
 
 def test_hint_matching() -> None:
-    assert matches_hint("sk-ant-api03-abcdefghXYZ-igAA", "sk-ant-api03-abc...igAA")
-    assert not matches_hint("sk-ant-api03-abcdefghXYZ-igAB", "sk-ant-api03-abc...igAA")
+    value = "sk-ant-api03-" + canary()
+    hint = value[:16] + "..." + value[-4:]  # the Admin API's partial_key_hint shape
+    assert matches_hint(value, hint)
+    assert not matches_hint(value[:-1] + "#", hint)
     assert not matches_hint("anything", "no-dots")
 
 
