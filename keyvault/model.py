@@ -37,10 +37,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def age_of(created_at: datetime | None, now: datetime) -> timedelta | None:
-    return None if created_at is None else now - created_at
-
-
 class Stage(enum.StrEnum):
     CURRENT = "current"  # the primary: what clients send
     PREVIOUS = "previous"  # the secondary: still valid through the grace period

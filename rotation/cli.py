@@ -233,7 +233,8 @@ def get(state: State, name: str, provider: str | None, reveal: bool, output_form
     info = state.kv.describe(name, provider=provider)
     if output_format == "json":
         data = render.key_json(info)
-        data.pop("pending") if info.pending is None else None
+        if info.pending is None:
+            del data["pending"]
         click.echo(render.dumps(data))
     else:
         render.console().print(render.key_table(info, utcnow()))

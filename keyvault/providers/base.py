@@ -13,7 +13,6 @@ never leaves the server. They do not fit the staged contract and have their own 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from datetime import datetime
 from typing import NoReturn
 
@@ -108,10 +107,6 @@ class KeyProvider(ABC):
         self._refuse_write("delete")
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def get_many(self, names: Sequence[str]) -> dict[str, KeySet]:
-        """Read several keysets; backends with a batch API override this."""
-        return {name: self.get_keyset(name) for name in names}
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections. Safe to call twice."""
