@@ -384,7 +384,12 @@ def rekey(state: State, provider: str | None) -> None:
 @handles_errors
 def serve(state: State, port: int | None, host: str | None, interval: str | None) -> None:
     """Run the rotation service: a sweep at start and on every interval."""
-    from rotation.service import Service
+    try:
+        from rotation.service import Service
+    except ImportError:
+        raise ConfigError(
+            "keyvault serve needs the 'service' extra: pip install 'keyvault[service]'"
+        ) from None
 
     kv = state.kv
     settings = kv.config.service

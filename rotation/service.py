@@ -27,6 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from keyvault.errors import ConfigError
 from keyvault.registry import KeyVault
 from rotation import logs
 from rotation.engine import Result, Rotator
@@ -227,7 +228,13 @@ class _HttpServer(ThreadingHTTPServer):
 
 
 def _serve_http(service: Service) -> _HttpServer:
-    server = _HttpServer((service.host, service.port), _Handler)
+    try:
+        server = _HttpServer((service.host, service.port), _Handler)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {service.host}:{service.port} for /healthz and /metrics: "
+            f"{exc.strerror} (choose another with --port)"
+        ) from None
     server.service = service
     service.port = server.server_address[1]  # port 0 picks a free one
     threading.Thread(

@@ -207,3 +207,22 @@ def test_healthz_unhealthy_after_a_crashed_sweep(tmp_path: Path) -> None:
         )
     finally:
         service.stop()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from rotation.cli import cli
+
+    setup_store(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            cli, ["--config", str(tmp_path / "keyvault.toml"), "serve", "--port", str(port)]
+        )
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
