@@ -151,28 +151,57 @@ def _short(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M")
 
 
+def _day(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d")
+
+
 def to_table(rows: Sequence[AuditRow]) -> Table:
-    table = Table(title="key audit (worst first)", title_justify="left")
-    for column in ("status", "name", "provider", "env", "fingerprint", "age", "max"):
-        table.add_column(column, no_wrap=True)
-    for column in ("secondary", "retires", "last rotation", "note"):
-        table.add_column(column, overflow="fold")
+    """Worst first; columns nobody has a value in (env, secondary, notes...) are left out,
+    so the common case fits a terminal."""
+    columns: list[tuple[str, dict[str, Any]]] = [
+        ("status", {"no_wrap": True}),
+        ("name", {"overflow": "fold", "min_width": 8}),
+        ("provider", {"overflow": "fold"}),
+        ("env", {"overflow": "fold"}),
+        ("fingerprint", {"overflow": "fold", "min_width": 10}),
+        ("age", {"no_wrap": True, "justify": "right"}),
+        ("max", {"no_wrap": True, "justify": "right"}),
+        ("secondary", {"overflow": "fold"}),
+        ("retires", {"overflow": "fold"}),
+        ("last rotation", {"overflow": "fold"}),
+        ("note", {"overflow": "fold"}),
+    ]
+    optional = {"env", "secondary", "retires", "last rotation", "note"}
+    cells = []
     for row in rows:
         data = row_json(row)
         style = _RICH[row.status]
-        table.add_row(
-            f"[{style}]{row.status}[/{style}]",
-            row.name,
-            row.provider,
-            _text(row.environment),
-            _text(row.fingerprint),
-            "-" if data["age_days"] is None else f"{data['age_days']:.1f}d",
-            "-" if data["max_age_days"] is None else f"{data['max_age_days']:.0f}d",
-            _text(row.secondary_fingerprint),
-            _short(row.secondary_retire_at),
-            _short(row.last_rotation),
-            row.note,
+        cells.append(
+            [
+                f"[{style}]{row.status}[/{style}]",
+                row.name,
+                row.provider,
+                _text(row.environment),
+                _text(row.fingerprint),
+                "-" if data["age_days"] is None else f"{data['age_days']:.1f}d",
+                "-" if data["max_age_days"] is None else f"{data['max_age_days']:.0f}d",
+                _text(row.secondary_fingerprint),
+                _short(row.secondary_retire_at),
+                _day(row.last_rotation),
+                row.note,
+            ]
         )
+    keep = [
+        index
+        for index, (name, _) in enumerate(columns)
+        if name not in optional or any(line[index] not in ("-", "") for line in cells)
+    ]
+    table = Table(title="key audit (worst first)", title_justify="left")
+    for index in keep:
+        name, options = columns[index]
+        table.add_column(name, **options)
+    for line in cells:
+        table.add_row(*(line[index] for index in keep))
     return table
 
 
