@@ -93,36 +93,21 @@ def test_init_and_validate(tf_copy: Path, folder: str) -> None:
     assert json.loads(result.stdout)["valid"] is True
 
 
-def test_inputs_are_validated(tf_copy: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ('-var=keys={"Bad Name" = {environment = "prod"}}', "Key names are"),
+        ('-var=keys={"a/b" = {environment = "production"}}', "environment must be one of"),
+        ("-var=rotation_period_in_days=30", "from 90 to 2560"),
+    ],
+)
+def test_inputs_are_validated(tf_copy: Path, variable: str, message: str) -> None:
     example = tf_copy / "examples/aws"
     tf(example, "init", "-input=false", "-backend=false", f"-plugin-dir={MIRROR}")
-    bad_name = tf(
-        example,
-        "plan",
-        "-input=false",
-        "-var=endpoint=http://127.0.0.1:9",
-        '-var=keys={"Bad Name" = {environment = "prod"}}',
-        check=False,
+    result = tf(
+        example, "plan", "-input=false", "-var=endpoint=http://127.0.0.1:9", variable, check=False
     )
-    assert bad_name.returncode != 0 and "Key names are" in bad_name.stderr
-    bad_env = tf(
-        example,
-        "plan",
-        "-input=false",
-        "-var=endpoint=http://127.0.0.1:9",
-        '-var=keys={"a/b" = {environment = "production"}}',
-        check=False,
-    )
-    assert bad_env.returncode != 0 and "environment must be one of" in bad_env.stderr
-    bad_period = tf(
-        example,
-        "plan",
-        "-input=false",
-        "-var=endpoint=http://127.0.0.1:9",
-        "-var=rotation_period_in_days=30",
-        check=False,
-    )
-    assert bad_period.returncode != 0 and "from 90 to 2560" in bad_period.stderr
+    assert result.returncode != 0 and message in result.stderr
 
 
 # -- applied for real against moto ------------------------------------------------------------

@@ -391,19 +391,18 @@ class FileProvider(KeyProvider):
             return self._info(db, name)
 
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
-        with self._write() as db:
-            previous = self._stages(db, name).get(Stage.PREVIOUS.value)
-            if previous is not None:
-                expect_version(name, "previous", _version_of(previous), expected_previous)
-                self._retire_row(db, name, previous[1])
-            return self._info(db, name)
+        return self._drop_stage(name, Stage.PREVIOUS, expected_previous)
 
     def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
+        return self._drop_stage(name, Stage.PENDING, pending_version)
+
+    def _drop_stage(self, name: str, stage: Stage, expected: str) -> KeyInfo:
+        """Idempotent: a stage already gone is success; another version there is a conflict."""
         with self._write() as db:
-            pending = self._stages(db, name).get(Stage.PENDING.value)
-            if pending is not None:
-                expect_version(name, "pending", _version_of(pending), pending_version)
-                self._retire_row(db, name, pending[1])
+            row = self._stages(db, name).get(stage.value)
+            if row is not None:
+                expect_version(name, stage.value, _version_of(row), expected)
+                self._retire_row(db, name, row[1])
             return self._info(db, name)
 
     def delete(self, name: str) -> None:

@@ -473,21 +473,19 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         return self._write_doc(name, doc, cas=kv_version)
 
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
-        doc, kv_version = self._read_doc(name)
-        previous = doc.get("previous")
-        if not previous:
-            return self._info_from_doc(name, doc)
-        expect_version(name, "previous", _version_of(previous), expected_previous)
-        doc.pop("previous")
-        return self._write_doc(name, doc, cas=kv_version)
+        return self._drop_stage(name, Stage.PREVIOUS, expected_previous)
 
     def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
+        return self._drop_stage(name, Stage.PENDING, pending_version)
+
+    def _drop_stage(self, name: str, stage: Stage, expected: str) -> KeyInfo:
+        """Idempotent: a stage already gone is success; another version there is a conflict."""
         doc, kv_version = self._read_doc(name)
-        pending = doc.get("pending")
-        if not pending:
+        entry = doc.get(stage.value)
+        if not entry:
             return self._info_from_doc(name, doc)
-        expect_version(name, "pending", _version_of(pending), pending_version)
-        doc.pop("pending")
+        expect_version(name, stage.value, _version_of(entry), expected)
+        doc.pop(stage.value)
         return self._write_doc(name, doc, cas=kv_version)
 
     def delete(self, name: str) -> None:
