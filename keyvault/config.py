@@ -348,6 +348,8 @@ GRACE_MARGIN = timedelta(hours=1)
 class Config(_Strict):
     default_provider: str | None = None
     environment: str | None = None
+    #: a process with an environment refuses keys that carry no environment label at all
+    require_environment: bool = False
     client: ClientConfig = Field(default_factory=ClientConfig)
     issuers: dict[str, IssuerConfig] = Field(default_factory=dict)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)

@@ -4,7 +4,8 @@
 
     KeyvaultError                 exit 1
     ├── ConfigError               exit 2  broken config file, bad key name, bad usage
-    │   └── InvalidKeyName
+    │   ├── InvalidKeyName
+    │   └── InvalidKeyValue       a value with control characters, blank or too large
     ├── KeyExistsError            exit 2  `put` on a key that exists (use `rotate`)
     ├── ReadOnlyError             exit 2  a write to a backend that cannot write (env)
     ├── KeyNotFoundError          exit 3
@@ -37,6 +38,11 @@ class ConfigError(KeyvaultError):
 
 class InvalidKeyName(ConfigError):
     """A key name outside ``[a-z0-9][a-z0-9._/-]*`` (at most 128 characters)."""
+
+
+class InvalidKeyValue(ConfigError):
+    """A value that cannot be a key: blank, too large, or with control characters that
+    would split an HTTP header. The message never quotes the value."""
 
 
 class KeyExistsError(KeyvaultError):

@@ -12,25 +12,100 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from keyvault.errors import InvalidKeyName
+from keyvault.errors import InvalidKeyName, InvalidKeyValue
 from keyvault.secret import SecretValue
 
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._/-]*")
+#: one path segment: starts with a letter or digit, so ``.``, ``..`` and ``.hidden`` are out
+_SEGMENT = r"[a-z0-9][a-z0-9._-]*"
+_NAME_RE = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 MAX_NAME_LENGTH = 128
 
 
 def validate_name(name: str) -> str:
-    """Return ``name`` if it is a valid key name, else raise :class:`InvalidKeyName`."""
+    """Return ``name`` if it is a valid key name in canonical form, else raise
+    :class:`InvalidKeyName`.
+
+    Canonical means a name is its own normal form: slash-separated segments, none empty, each
+    starting with a letter or digit. So no ``.`` or ``..`` segment can walk out of a backend's
+    prefix, and no two spellings (``a/./b``, ``a/b``) name one key.
+    """
     if not isinstance(name, str) or not name:
         raise InvalidKeyName("a key name cannot be empty")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidKeyName(f"key name is {len(name)} characters long; at most 128 allowed")
-    if not _NAME_RE.fullmatch(name) or "//" in name or name.endswith("/"):
+    if not _NAME_RE.fullmatch(name):
+        shown = name.encode("unicode_escape").decode("ascii")
         raise InvalidKeyName(
-            f"invalid key name {name!r}: use lower-case letters, digits and . _ / - "
-            "(starting with a letter or digit, no empty path segment)"
+            f"invalid key name '{shown}': use lower-case letters, digits and . _ / - in "
+            "slash-separated segments that each start with a letter or digit (no empty, "
+            "'.' or '..' segment)"
         )
     return name
+
+
+def key_path(prefix: str, name: str) -> str:
+    """Where a backend stores ``name`` under its ``prefix``: checked again here, so no name
+    can leave the prefix even if a caller skipped :func:`validate_name`."""
+    validate_name(name)
+    return prefix + name
+
+
+#: the largest value keyvault stores: far above any API key or PEM private key, far below
+#: every backend's own limit (AWS Secrets Manager: 65,536 bytes)
+MAX_VALUE_BYTES = 16 * 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: multi-line values may hold line breaks and tabs, never NUL or other control characters
+_CONTROL_OR_TAB = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_value(raw: str, *, multiline: bool = False) -> SecretValue:
+    """Wrap ``raw`` as a key value, or refuse it with :class:`InvalidKeyValue`.
+
+    Refused: blank values, values over :data:`MAX_VALUE_BYTES`, and any control character
+    (NUL, escape, DEL, ...). A line break would let a value inject a second HTTP header, so
+    it is refused too unless ``multiline`` (for keys never sent in a header: certificates,
+    service-account JSON). Messages name the problem and its position, never the value.
+    """
+    if not isinstance(raw, str):
+        raise InvalidKeyValue("a key value must be text")
+    size = len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_VALUE_BYTES:
+        raise InvalidKeyValue(
+            f"the value is {size} bytes; at most {MAX_VALUE_BYTES} bytes are allowed"
+        )
+    if not raw.strip():
+        raise InvalidKeyValue("the value is empty or only whitespace")
+    forbidden = _CONTROL_OR_TAB if multiline else _CONTROL
+    found = forbidden.search(raw)
+    if found is not None:
+        char, position = found.group(), found.start()
+        if char in "\n\r":
+            raise InvalidKeyValue(
+                f"the value holds a line break at position {position}; pass --multiline "
+                "(`multiline=True`) only for a key that is never sent in an HTTP header"
+            )
+        raise InvalidKeyValue(
+            f"the value holds control character U+{ord(char):04X} at position {position}"
+        )
+    return SecretValue(raw)
+
+
+MAX_REF_LENGTH = 256
+
+
+def check_ref(ref: str) -> str:
+    """An issuer's id for a key (what revoke sends back): short printable text."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise InvalidKeyValue("an issuer id (--ref) cannot be empty")
+    if len(ref) > MAX_REF_LENGTH:
+        raise InvalidKeyValue(f"an issuer id is at most {MAX_REF_LENGTH} characters long")
+    found = _CONTROL.search(ref)
+    if found is not None:
+        raise InvalidKeyValue(
+            f"an issuer id holds control character U+{ord(found.group()):04X} at position "
+            f"{found.start()}"
+        )
+    return ref
 
 
 def utcnow() -> datetime:

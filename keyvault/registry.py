@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from keyvault.config import Config, find_config, load_config
 from keyvault.errors import ConfigError, KeyvaultError
-from keyvault.model import KeyInfo, KeySet, validate_name
+from keyvault.model import KeyInfo, KeySet, check_ref, check_value, validate_name
 from keyvault.providers import KeyProvider, build_provider
 from keyvault.secret import SecretValue
 
@@ -68,7 +68,22 @@ class KeyVault:
     # -- keys ------------------------------------------------------------------------------
 
     def get_keyset(self, name: str, *, provider: str | None = None) -> KeySet:
-        return self.provider_for(name, provider).get_keyset(name)
+        """The key's values, read past every cache; refused by the environment guard like
+        every other path that hands out a value."""
+        keyset = self.provider_for(name, provider).get_keyset(name)
+        self.guard(keyset)
+        return keyset
+
+    def guard(self, keyset: KeySet) -> None:
+        """The environment guard: EnvironmentMismatch unless this process may hold the key."""
+        from keyvault.client import check_environment
+
+        check_environment(
+            keyset.name,
+            self.environment_of(keyset.name, keyset.environment),
+            self.process_environment,
+            require_label=self.config.require_environment,
+        )
 
     def describe(self, name: str, *, provider: str | None = None) -> KeyInfo:
         return self.provider_for(name, provider).describe(name)
@@ -88,13 +103,21 @@ class KeyVault:
         provider: str | None = None,
         environment: str | None = None,
         created_at: datetime | None = None,
+        ref: str | None = None,
+        multiline: bool = False,
     ) -> KeyInfo:
+        """Create key ``name`` with ``value`` as its first primary. The value is checked
+        first (see :func:`keyvault.model.check_value`); ``ref`` is the issuer's id for it."""
         target = self.provider_for(name, provider)
+        check_value(value.reveal(), multiline=multiline)
+        if ref is not None:
+            check_ref(ref)
         return target.create(
             name,
             value,
             environment=environment or self.environment_of(name, None),
             created_at=created_at,
+            ref=ref,
         )
 
     def list_keys(
@@ -121,7 +144,6 @@ class KeyVault:
 
     def cache(self, name: str, settings: CacheSettings | None = None) -> KeyCache:
         """The process-wide cache of one key (one per provider and key name)."""
-        from keyvault.client import check_environment
         from keyvault.client.cache import KeyCache
 
         provider = self.provider_for(name)
@@ -135,11 +157,7 @@ class KeyVault:
 
                     def fetch() -> KeySet:
                         keyset = provider.get_keyset(name)
-                        check_environment(
-                            name,
-                            self.environment_of(name, keyset.environment),
-                            self.process_environment,
-                        )
+                        self.guard(keyset)
                         return keyset
 
                     cache = KeyCache(

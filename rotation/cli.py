@@ -20,9 +20,9 @@ import click
 from keyvault.config import FileProviderConfig, find_config, load_config
 from keyvault.crypto import MasterKey
 from keyvault.durations import parse_duration
-from keyvault.errors import ConfigError, ConflictError, KeyvaultError
+from keyvault.errors import ConfigError, ConflictError, InvalidKeyValue, KeyvaultError
 from keyvault.masterkey import write_key_file
-from keyvault.model import utcnow, validate_name
+from keyvault.model import MAX_VALUE_BYTES, check_ref, check_value, utcnow, validate_name
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
 from rotation import render, report
@@ -113,6 +113,13 @@ format_option = click.option(
 )
 
 
+multiline_option = click.option(
+    "--multiline",
+    is_flag=True,
+    help="allow line breaks in the value (only for keys never sent in an HTTP header)",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -165,11 +172,29 @@ def init(directory: Path) -> None:
     click.echo("next: `keyvault put NAME` (value on stdin) or `keyvault put NAME --generate`")
 
 
-def _read_value_from_stdin() -> str:
+def _read_value_from_stdin(*, multiline: bool = False) -> SecretValue:
+    """The value on stdin (one trailing newline dropped), checked before anything is
+    written: UTF-8, not blank, not too large, no control characters."""
     if sys.stdin.isatty():
-        return str(click.prompt("value", hide_input=True, confirmation_prompt=True))
-    text = sys.stdin.read()
-    return text.removesuffix("\n").removesuffix("\r")
+        raw = str(click.prompt("value", hide_input=True, confirmation_prompt=True))
+    else:
+        data = sys.stdin.buffer.read(MAX_VALUE_BYTES + 3)
+        if len(data) > MAX_VALUE_BYTES + 2:
+            raise InvalidKeyValue(
+                f"the value on stdin is larger than {MAX_VALUE_BYTES} bytes, the most "
+                "keyvault stores"
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidKeyValue(
+                f"the value on stdin is not UTF-8 text (byte {exc.start}); pipe the key as "
+                "text, e.g. base64 of binary material"
+            ) from None
+        raw = text.removesuffix("\n").removesuffix("\r")
+    if not raw:
+        raise InvalidKeyValue("no value on stdin (pipe the value in, or use --generate)")
+    return check_value(raw, multiline=multiline)
 
 
 def _parse_time(text: str | None, option: str) -> datetime | None:
@@ -188,6 +213,8 @@ def _parse_time(text: str | None, option: str) -> datetime | None:
 @click.option("--provider", help="provider to create the key in (default: from config)")
 @click.option("--environment", help="environment label, e.g. prod or dev")
 @click.option("--created-at", help="ISO-8601 creation time of a key imported from elsewhere")
+@click.option("--ref", help="the issuer's id for this value, so a later rotation can revoke it")
+@multiline_option
 @format_option
 @click.pass_obj
 @handles_errors
@@ -198,6 +225,8 @@ def put(
     provider: str | None,
     environment: str | None,
     created_at: str | None,
+    ref: str | None,
+    multiline: bool,
     output_format: str,
 ) -> None:
     """Create key NAME from a value on stdin (never from an argument)."""
@@ -205,11 +234,19 @@ def put(
     when = _parse_time(created_at, "--created-at")
     if when is not None and when > utcnow():
         raise ConfigError("--created-at is in the future")
-    raw = generate_token() if generate else _read_value_from_stdin()
-    if not raw:
-        raise ConfigError("no value on stdin (pipe the value in, or use --generate)")
+    if ref is not None:
+        check_ref(ref)
+    value = (
+        SecretValue(generate_token()) if generate else _read_value_from_stdin(multiline=multiline)
+    )
     info = state.kv.put(
-        name, SecretValue(raw), provider=provider, environment=environment, created_at=when
+        name,
+        value,
+        provider=provider,
+        environment=environment,
+        created_at=when,
+        ref=ref,
+        multiline=multiline,
     )
     if output_format == "json":
         click.echo(render.dumps(render.key_json(info)))
@@ -314,30 +351,40 @@ def rotate(
 
 @cli.command()
 @click.argument("name")
-@click.option("--replace", is_flag=True, help="discard a pending key already staged")
+@click.option("--replace", is_flag=True, help="swap out a pending key already staged")
 @click.option("--provider", help="provider of the key (default: from config)")
+@multiline_option
 @format_option
 @click.pass_obj
 @handles_errors
-def stage(state: State, name: str, replace: bool, provider: str | None, output_format: str) -> None:
+def stage(
+    state: State,
+    name: str,
+    replace: bool,
+    provider: str | None,
+    multiline: bool,
+    output_format: str,
+) -> None:
     """Stage the next value of key NAME (on stdin) for the rotation job to test and promote."""
     validate_name(name)
-    raw = _read_value_from_stdin()
-    if not raw:
-        raise ConfigError("no value on stdin")
-    value = SecretValue(raw)
+    value = _read_value_from_stdin(multiline=multiline)
     backend = state.kv.provider_for(name, provider)
     info = backend.describe(name)
+    # every check before any write: a refused value leaves a staged key where it was
+    for stage_name, held in (("primary", info.current), ("secondary", info.previous)):
+        if held is not None and value.fingerprint == held.fingerprint:
+            raise ConfigError(f"that value is already key {name!r}'s {stage_name}")
+    replaced = None
     if info.pending is not None:
+        if value.fingerprint == info.pending.fingerprint:
+            raise ConfigError(f"that value is already staged for key {name!r}")
         if not replace:
             raise ConflictError(
                 f"key {name!r} already has pending key {info.pending.fingerprint}; "
                 "pass --replace to discard it"
             )
-        backend.discard_pending(name, pending_version=info.pending.version)
-    if value.fingerprint == info.current.fingerprint:
-        raise ConfigError(f"that value is already key {name!r}'s primary")
-    staged = backend.stage(name, value)
+        replaced = info.pending.version
+    staged = backend.stage(name, value, replace=replaced)
     if output_format == "json":
         click.echo(render.dumps(render.key_json(staged)))
     else:

@@ -26,10 +26,10 @@ import httpx
 
 from keyvault.config import PolicyConfig
 from keyvault.errors import ConflictError, KeyvaultError
-from keyvault.model import KeyInfo, utcnow
+from keyvault.model import KeyInfo, check_ref, check_value, utcnow
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
-from rotation.errors import NeedsStaging, VerificationFailed
+from rotation.errors import IssuerError, NeedsStaging, VerificationFailed
 from rotation.issuers import Issued, IssuerCache
 from rotation.issuers.requests import header_value, send
 from rotation.status import key_status, needs_rotation, retire_at
@@ -107,19 +107,27 @@ class Rotator:
                 info = self._retire(name, info)
                 steps.append(Step.RETIRE)
 
+            if info.previous is not None:
+                # Only retire drops a previous key, after its issuer revoked it; promoting now
+                # would push it out unrevoked. Force retired it above; otherwise wait.
+                status = key_status(info, policy, now)
+                if info.pending is None and not (force or needs_rotation(status)):
+                    result = Result.RETIRED if steps else Result.UNCHANGED
+                    return Outcome(name, result, tuple(steps), f"status {status}")
+                until = retire_at(info, policy)
+                return Outcome(
+                    name,
+                    Result.WAITING,
+                    tuple(steps),
+                    f"previous key in grace until {until}; it is retired (revoked) before "
+                    "anything is promoted (`--force` retires it now)",
+                )
+
             if info.pending is None:
                 status = key_status(info, policy, now)
                 if not (force or needs_rotation(status)):
                     result = Result.RETIRED if steps else Result.UNCHANGED
                     return Outcome(name, result, tuple(steps), f"status {status}")
-                if info.previous is not None:
-                    until = retire_at(info, policy)
-                    return Outcome(
-                        name,
-                        Result.WAITING,
-                        tuple(steps),
-                        f"previous key in grace until {until}; rotating now would drop it",
-                    )
                 if not force and not self._window_open(policy, now):
                     return Outcome(
                         name, Result.WAITING, tuple(steps), "outside the rotation window"
@@ -175,9 +183,9 @@ class Rotator:
         until = retire_at(info, policy)
         if until is not None and now >= until:
             return True
-        # a forced rotation with a previous key still in grace retires it first, since the
-        # promotion would drop it unrevoked
-        return force and info.pending is None and info.previous is not None
+        # a forced rotation with a previous key still in grace revokes and retires it first:
+        # a promotion may never drop it unrevoked
+        return force and info.previous is not None
 
     def _window_open(self, policy: PolicyConfig, now: datetime) -> bool:
         return policy.window is None or policy.window.is_open(now)
@@ -186,6 +194,13 @@ class Rotator:
         provider = self.kv.provider_for(name)
         issuer = self.issuers.for_key(name)
         issued: Issued = issuer.create(name)
+        try:
+            check_value(issued.value.reveal())
+            if issued.ref is not None:
+                check_ref(issued.ref)
+        except KeyvaultError as exc:
+            self._withdraw(name, issued)
+            raise IssuerError(f"key {name!r}: the issuer returned an unusable key: {exc}") from None
         token = f"rotate:{name}:{info.current.version}"
         try:
             staged = provider.stage(name, issued.value, request_token=token, ref=issued.ref)
@@ -263,7 +278,9 @@ class Rotator:
         status = key_status(info, policy, now)
         window_ok = force or self._window_open(policy, now)
         if info.pending is not None:
-            if window_ok:
+            if has_previous:
+                notes.append("previous key still in grace")
+            elif window_ok:
                 steps += [Step.TEST, Step.PROMOTE]
             else:
                 notes.append("outside the rotation window")

@@ -134,18 +134,52 @@ def test_promote_is_compare_and_set(provider: KeyProvider, key_name: Names) -> N
     assert provider.get_keyset(name).primary.secret == old
 
 
-def test_second_rotation_drops_the_old_previous(provider: KeyProvider, key_name: Names) -> None:
+def test_promotion_never_drops_a_previous_that_was_not_retired(
+    provider: KeyProvider, key_name: Names
+) -> None:
+    """The previous key may be live at its issuer: only retire (after a revoke) drops it."""
     name, values = key_name("twice"), [_secret() for _ in range(3)]
-    current = provider.create(name, values[0]).current.version
-    for value in values[1:]:
-        staged = provider.stage(name, value)
-        assert staged.pending is not None
-        current = provider.promote(
-            name, pending_version=staged.pending.version, expected_current=current
-        ).current.version
+    v1 = provider.create(name, values[0]).current.version
+    first = provider.stage(name, values[1])
+    assert first.pending is not None
+    v2 = provider.promote(name, pending_version=first.pending.version, expected_current=v1)
+    second = provider.stage(name, values[2])
+    assert second.pending is not None
+    with pytest.raises(ConflictError, match="previous version"):
+        provider.promote(
+            name, pending_version=second.pending.version, expected_current=v2.current.version
+        )
+    keyset = provider.get_keyset(name)
+    assert keyset.primary.secret == values[1]
+    assert keyset.secondary is not None and keyset.secondary.secret == values[0]
+
+    provider.retire(name, expected_previous=v1)
+    provider.promote(
+        name, pending_version=second.pending.version, expected_current=v2.current.version
+    )
     keyset = provider.get_keyset(name)
     assert keyset.primary.secret == values[2]
     assert keyset.secondary is not None and keyset.secondary.secret == values[1]
+
+
+def test_stage_replace_swaps_the_pending_version_in_one_write(
+    provider: KeyProvider, key_name: Names
+) -> None:
+    name, values = key_name("replace"), [_secret() for _ in range(3)]
+    provider.create(name, values[0])
+    first = provider.stage(name, values[1])
+    assert first.pending is not None
+    with pytest.raises(ConflictError):
+        provider.stage(name, values[2])
+    with pytest.raises(ConflictError):
+        provider.stage(name, values[2], replace="999999")
+    still = provider.get_pending(name)
+    assert still is not None and still.secret == values[1]
+    swapped = provider.stage(name, values[2], replace=first.pending.version)
+    assert swapped.pending is not None
+    assert swapped.pending.fingerprint == values[2].fingerprint
+    pending = provider.get_pending(name)
+    assert pending is not None and pending.secret == values[2]
 
 
 def test_retire_checks_the_version(provider: KeyProvider, key_name: Names) -> None:
@@ -231,6 +265,7 @@ def test_issuer_refs_follow_their_versions(provider: KeyProvider, key_name: Name
     # a version without a ref does not inherit one from the tags or rows it replaces
     again = provider.stage(name, _secret())
     assert again.pending is not None and again.pending.ref is None
+    provider.retire(name, expected_previous=v1.version)
     final = provider.promote(
         name, pending_version=again.pending.version, expected_current=promoted.current.version
     )

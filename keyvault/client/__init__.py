@@ -62,11 +62,26 @@ def process_environment(configured: str | None) -> str | None:
     return os.environ.get(ENV_VAR) or configured
 
 
-def check_environment(key_name: str, key_env: str | None, process_env: str | None) -> None:
-    """Refuse a prod key in a dev process and the other way round, before any request.
+def check_environment(
+    key_name: str,
+    key_env: str | None,
+    process_env: str | None,
+    *,
+    require_label: bool = False,
+) -> None:
+    """Refuse a prod key in a dev process and the other way round, before any value is
+    handed out.
 
-    Both labels must be known to disagree; an unlabelled key or process is not judged.
+    Both labels must be known to disagree; an unlabelled process is not judged, and an
+    unlabelled key is refused only when ``require_label`` (the config's
+    ``require_environment``) says a process with an environment must know every key's.
     """
+    if process_env and not key_env and require_label:
+        raise EnvironmentMismatch(
+            f"key {key_name!r} carries no environment label and this process runs as "
+            f"{process_env!r} with require_environment = true; label the key "
+            '(`[keys."NAME"] environment` or `put --environment`)'
+        )
     if key_env and process_env and key_env != process_env:
         raise EnvironmentMismatch(
             f"key {key_name!r} is labelled {key_env!r} but this process runs as "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,11 +19,14 @@ from typing import Any, Protocol
 import httpx
 
 from keyvault.client.cache import KeyCache
+from keyvault.errors import InvalidKeyValue
 from keyvault.model import KeySet, KeyVersion
 
 log = logging.getLogger("keyvault.client")
 
 REJECTED = frozenset({401, 403})
+#: printable ASCII, inner spaces allowed, none at the ends: what any HTTP stack will send
+_HEADER_SAFE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 FINGERPRINT_EXTENSION = "keyvault_fingerprint"
 
 
@@ -58,6 +62,13 @@ class HeaderStyle:
 
     def apply(self, request: _Request, key: KeyVersion) -> None:
         raw = key.secret.reveal()
+        if not _HEADER_SAFE.fullmatch(raw):
+            # checked here, not left to h11: its error quotes the whole header value
+            raise InvalidKeyValue(
+                f"key version {key.version} ({key.fingerprint}) cannot be sent in the "
+                f"{self.header} header: it holds whitespace at an end, a control character "
+                "or non-ASCII text; replace it (`keyvault stage`) with a clean value"
+            )
         request.headers[self.header] = f"{self.scheme} {raw}" if self.scheme else raw
         request.extensions[FINGERPRINT_EXTENSION] = key.fingerprint
 

@@ -46,8 +46,14 @@ from keyvault.errors import (
     KeyNotFoundError,
     KeyvaultError,
 )
-from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo, VersionInfo, utcnow
-from keyvault.providers.base import KeyProvider, ServerRotatedKeys, expect_version
+from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo, VersionInfo, key_path, utcnow
+from keyvault.providers.base import (
+    KeyProvider,
+    ServerRotatedKeys,
+    check_replace,
+    expect_no_previous,
+    expect_version,
+)
 from keyvault.secret import SecretValue
 
 T = TypeVar("T")
@@ -177,7 +183,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
     # -- names, values, tags ---------------------------------------------------------------
 
     def _secret_id(self, name: str) -> str:
-        return self.prefix + name
+        return key_path(self.prefix, name)
 
     def _key_name(self, secret_name: str) -> str:
         return secret_name[len(self.prefix) :]
@@ -186,7 +192,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         try:
             return func()
         except Exception as exc:
-            mapped = map_boto_error(exc, action, f"secret {self._secret_id(name)}")
+            mapped = map_boto_error(exc, action, f"secret {self.prefix}{name}")
             if isinstance(mapped, KeyNotFoundError):
                 mapped = KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
             raise mapped from None
@@ -511,6 +517,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         *,
         request_token: str | None = None,
         ref: str | None = None,
+        replace: str | None = None,
     ) -> KeyInfo:
         info = self.describe(name)
         version = self._request_version(name, request_token)
@@ -528,11 +535,8 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             return info  # staged and promoted since
         if request_token is not None and version in self._versions(name):
             return info  # staged, then promoted and retired since
-        if info.pending is not None:
-            raise ConflictError(
-                f"key {name!r} already has pending version {info.pending.version}; "
-                "promote or discard it before staging another"
-            )
+        replaced = info.pending
+        check_replace(name, replaced.version if replaced else None, replace)
         secret_string = self._string_for(name, value)
         if ref is not None:  # keyed by the value's fingerprint: no other writer's tag to clobber
             self._tag(name, {_ref_tag(value.fingerprint): ref})
@@ -555,7 +559,10 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             if ref is not None:
                 self._untag(name, [_ref_tag(value.fingerprint)])
             raise ConflictError(f"key {name!r}: another runner staged version {version} first")
+        # PutSecretValue moved AWSPENDING off a replaced version in the same call
         self._tag(name, _version_tags("pending", version, value, self._clock()))
+        if replaced is not None and replaced.fingerprint != value.fingerprint:
+            self._untag(name, [_ref_tag(replaced.fingerprint)])
         return self.describe(name)
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
@@ -564,6 +571,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             name, "pending", info.pending.version if info.pending else None, pending_version
         )
         expect_version(name, "current", info.current.version, expected_current)
+        expect_no_previous(name, info.previous.version if info.previous else None)
         assert info.pending is not None
         try:  # the read above is advisory; this call is the compare-and-set
             self.client.update_secret_version_stage(

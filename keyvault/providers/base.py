@@ -76,20 +76,26 @@ class KeyProvider(ABC):
         *,
         request_token: str | None = None,
         ref: str | None = None,
+        replace: str | None = None,
     ) -> KeyInfo:
         """Store ``value`` as the pending version.
 
         Idempotent per ``request_token``: staging again with the same token returns the
         version staged the first time. A different pending version already present is a
-        ConflictError — one rotation at a time.
+        ConflictError — one rotation at a time — unless ``replace`` names it: then the old
+        pending version is swapped for the new one in one write, so a failure leaves the
+        old one staged.
         """
         self._refuse_write("stage a version of")
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
-        """Atomically: pending → current, current → previous (the old previous is dropped).
+        """Atomically: pending → current, current → previous.
 
         Compare-and-set: ConflictError unless the pending version is still
-        ``pending_version`` and the current one still ``expected_current``.
+        ``pending_version``, the current one still ``expected_current``, and there is no
+        previous version — a previous key may still be live at its issuer, and only
+        :meth:`retire` (after the issuer revoked it) may drop it. No promotion ever
+        drops a key silently.
         """
         self._refuse_write("promote")
 
@@ -126,6 +132,26 @@ def expect_version(name: str, stage: str, actual: str | None, expected: str) -> 
     if actual != expected:
         raise ConflictError(
             f"key {name!r}: {stage} version is {actual or 'none'}, expected {expected}"
+        )
+
+
+def expect_no_previous(name: str, previous: str | None) -> None:
+    """Promotion's guard, worded once: a previous version is retired (revoked) first."""
+    if previous is not None:
+        raise ConflictError(
+            f"key {name!r} still has previous version {previous}, which may be live at its "
+            "issuer: retire it (`keyvault rotate`, which revokes it first) before promoting"
+        )
+
+
+def check_replace(name: str, pending: str | None, replace: str | None) -> None:
+    """Staging's guard, worded once: one pending version at a time, replaced only by name."""
+    if replace is not None:
+        expect_version(name, "pending", pending, replace)
+    elif pending is not None:
+        raise ConflictError(
+            f"key {name!r} already has pending version {pending}; "
+            "promote or discard it before staging another"
         )
 
 

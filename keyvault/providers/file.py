@@ -25,13 +25,17 @@ from typing import Any
 from keyvault.crypto import Keyring, Sealed
 from keyvault.errors import (
     BackendUnavailableError,
-    ConflictError,
     IntegrityError,
     KeyExistsError,
     KeyNotFoundError,
 )
 from keyvault.model import KeyInfo, KeySet, KeyVersion, Stage, VersionInfo, utcnow
-from keyvault.providers.base import KeyProvider, expect_version
+from keyvault.providers.base import (
+    KeyProvider,
+    check_replace,
+    expect_no_previous,
+    expect_version,
+)
 from keyvault.secret import SecretValue
 
 SCHEMA = """
@@ -347,6 +351,7 @@ class FileProvider(KeyProvider):
         *,
         request_token: str | None = None,
         ref: str | None = None,
+        replace: str | None = None,
     ) -> KeyInfo:
         with self._write() as db:
             stages = self._stages(db, name)
@@ -358,11 +363,9 @@ class FileProvider(KeyProvider):
                 if done:
                     return self._info(db, name)
             pending = stages.get(Stage.PENDING.value)
+            check_replace(name, _version_of(pending), replace)
             if pending is not None:
-                raise ConflictError(
-                    f"key {name!r} already has pending version {pending[1]}; "
-                    "promote or discard it before staging another"
-                )
+                self._retire_row(db, name, pending[1])
             self._insert_version(db, name, value, Stage.PENDING, self._clock(), request_token, ref)
             return self._info(db, name)
 
@@ -373,10 +376,8 @@ class FileProvider(KeyProvider):
             current = stages.get(Stage.CURRENT.value)
             expect_version(name, "pending", _version_of(pending), pending_version)
             expect_version(name, "current", _version_of(current), expected_current)
+            expect_no_previous(name, _version_of(stages.get(Stage.PREVIOUS.value)))
             assert pending is not None and current is not None
-            previous = stages.get(Stage.PREVIOUS.value)
-            if previous is not None:
-                self._retire_row(db, name, previous[1])
             now = _ts(self._clock())
             db.execute(
                 "UPDATE versions SET stage = 'previous' WHERE name = ? AND version = ?",

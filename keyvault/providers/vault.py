@@ -43,8 +43,23 @@ from keyvault.errors import (
     KeyNotFoundError,
     KeyvaultError,
 )
-from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo, Stage, VersionInfo, utcnow
-from keyvault.providers.base import KeyProvider, ServerRotatedKeys, expect_version
+from keyvault.model import (
+    KeyInfo,
+    KeySet,
+    KeyVersion,
+    ServerKeyInfo,
+    Stage,
+    VersionInfo,
+    key_path,
+    utcnow,
+)
+from keyvault.providers.base import (
+    KeyProvider,
+    ServerRotatedKeys,
+    check_replace,
+    expect_no_previous,
+    expect_version,
+)
 from keyvault.secret import SecretValue
 
 T = TypeVar("T")
@@ -245,7 +260,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
     # -- documents -------------------------------------------------------------------------
 
     def _path(self, name: str) -> str:
-        return self.prefix + name
+        return key_path(self.prefix, name)
 
     def _read_doc(self, name: str) -> tuple[dict[str, Any], int]:
         path = self._path(name)
@@ -447,18 +462,14 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         *,
         request_token: str | None = None,
         ref: str | None = None,
+        replace: str | None = None,
     ) -> KeyInfo:
         doc, kv_version = self._read_doc(name)
         if request_token is not None and any(
             (doc.get(stage.value) or {}).get("request_token") == request_token for stage in _STAGES
         ):
             return self._info_from_doc(name, doc)
-        pending = doc.get("pending")
-        if pending:
-            raise ConflictError(
-                f"key {name!r} already has pending version {pending['version']}; "
-                "promote or discard it before staging another"
-            )
+        check_replace(name, _version_of(doc.get("pending")), replace)
         doc["pending"] = self._entry(doc, value, request_token, ref)
         return self._write_doc(name, doc, cas=kv_version)
 
@@ -467,6 +478,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         pending, current = doc.get("pending"), doc.get("current")
         expect_version(name, "pending", _version_of(pending), pending_version)
         expect_version(name, "current", _version_of(current), expected_current)
+        expect_no_previous(name, _version_of(doc.get("previous")))
         doc["previous"], doc["current"] = current, pending
         doc.pop("pending")
         doc["promoted_at"] = _iso(self._clock())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -26,6 +27,15 @@ def fill(template: Any, values: Mapping[str, str]) -> Any:
     return template
 
 
+def url_values(values: Mapping[str, str]) -> dict[str, str]:
+    """Values percent-encoded for a URL: an issuer's id (``{id}``) cannot add a path
+    segment or a query (``../admin``, ``x?all=1``); a key name keeps its slashes, which are
+    canonical segments (see ``validate_name``)."""
+    return {
+        field: quote(value, safe="/" if field == "name" else "") for field, value in values.items()
+    }
+
+
 def header_value(header: str, key: SecretValue) -> str:
     raw = key.reveal()
     return f"Bearer {raw}" if header.lower() == "authorization" else raw
@@ -39,7 +49,7 @@ def send(
     values: Mapping[str, str],
     headers: Mapping[str, str],
 ) -> httpx.Response:
-    url = fill(spec.url, values)
+    url = fill(spec.url, url_values(values))
     try:
         return client.request(
             spec.method,
