@@ -66,7 +66,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = FileProvider("local", Path(tmp) / "s.db", Keyring([MasterKey.generate()]))
+        store = FileProvider(
+            "local", Path(tmp) / "s.db", Keyring([MasterKey.generate()]), create=True
+        )
         fill(store, args.keys)
         statements = [0]
         store._db.set_trace_callback(lambda _sql: statements.__setitem__(0, statements[0] + 1))

@@ -135,7 +135,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = FileProvider("local", Path(tmp) / "s.db", Keyring([MasterKey.generate()]))
+        store = FileProvider(
+            "local", Path(tmp) / "s.db", Keyring([MasterKey.generate()]), create=True
+        )
         kv = KeyVault(
             parse_config({"providers": {"local": {"type": "file"}}}), providers={"local": store}
         )

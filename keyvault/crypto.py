@@ -13,13 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyvault.errors import ConfigError, IntegrityError
 
@@ -30,7 +33,7 @@ NONCE_BYTES = 12
 class MasterKey:
     """32 bytes of key material with a printable id; never shows the bytes."""
 
-    __slots__ = ("_aead", "_material", "key_id")
+    __slots__ = ("_aead", "_mac_key", "_material", "key_id")
 
     def __init__(self, material: bytes) -> None:
         if len(material) != MASTER_KEY_BYTES:
@@ -40,6 +43,10 @@ class MasterKey:
             )
         self._material = material
         self._aead = AESGCM(material)
+        # a separate key for MACs, so no input is ever used under both AES-GCM and HMAC
+        self._mac_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyvault row mac v1"
+        ).derive(material)
         self.key_id = (
             "mk:" + hashlib.sha256(b"keyvault-master-key-id\x00" + material).hexdigest()[:16]
         )
@@ -102,10 +109,33 @@ class Keyring:
     def key_ids(self) -> list[str]:
         return [key.key_id for key in self._keys]
 
-    def seal(self, plaintext: bytes, associated_data: bytes) -> Sealed:
+    def tag(self, data: bytes) -> str:
+        """An HMAC-SHA256 of ``data`` under the primary key, prefixed by that key's id."""
+        key = self.primary
+        return f"{key.key_id}:{hmac.digest(key._mac_key, data, 'sha256').hex()}"
+
+    def tagged_by_primary(self, tag: str | None) -> bool:
+        return tag is not None and tag.startswith(self.primary.key_id + ":")
+
+    def verify(self, data: bytes, tag: str | None) -> bool:
+        """Whether ``tag`` is a MAC of ``data`` under any key in the ring."""
+        if not tag:
+            return False
+        key_id, _, mac = tag.rpartition(":")
+        key = self._by_id.get(key_id)
+        if key is None:
+            return False
+        expected = hmac.digest(key._mac_key, data, "sha256").hex()
+        return hmac.compare_digest(expected, mac)
+
+    def seal_with(self, key_id: str, plaintext: bytes, associated_data: bytes) -> Sealed:
+        """Seal under one named key of the ring (the store's per-key check values)."""
+        key = self._by_id[key_id]
         nonce = os.urandom(NONCE_BYTES)
-        ciphertext = self.primary._aead.encrypt(nonce, plaintext, associated_data)
-        return Sealed(self.primary.key_id, nonce, ciphertext)
+        return Sealed(key_id, nonce, key._aead.encrypt(nonce, plaintext, associated_data))
+
+    def seal(self, plaintext: bytes, associated_data: bytes) -> Sealed:
+        return self.seal_with(self.primary.key_id, plaintext, associated_data)
 
     def open(self, sealed: Sealed, associated_data: bytes) -> bytes:
         key = self._by_id.get(sealed.key_id)

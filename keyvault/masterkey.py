@@ -52,6 +52,15 @@ def keyring_from_file(path: Path) -> Keyring:
     return Keyring(MasterKey.from_base64(line, source=str(path)) for line in lines)
 
 
+def private_dir(path: Path) -> None:
+    """Make ``path`` (and parents) if missing; a directory made here is 0700 whatever the
+    umask."""
+    if path.exists():
+        return
+    path.mkdir(mode=0o700, parents=True)
+    path.chmod(0o700)
+
+
 def write_key_file(path: Path, keys: Sequence[MasterKey], *, overwrite: bool = False) -> None:
     """Write keys (first = primary) to a 0600 file, atomically when replacing one."""
     write_private_lines(path, [key.to_base64() for key in keys], overwrite=overwrite)
@@ -61,7 +70,7 @@ def write_private_lines(path: Path, lines: Sequence[str], *, overwrite: bool = F
     """A 0600 file of lines: created exclusively, or replaced atomically (write, fsync,
     rename) so a crash leaves the old file or the new one, never half of either."""
     body = "".join(line + "\n" for line in lines).encode("ascii")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     if not overwrite:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:

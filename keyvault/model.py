@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from keyvault.errors import InvalidKeyName, InvalidKeyValue
+from keyvault.errors import InvalidKeyName, InvalidKeyValue, KeyvaultError
 from keyvault.secret import SecretValue
 
 #: one path segment: starts with a letter or digit, so ``.``, ``..`` and ``.hidden`` are out
@@ -173,6 +173,20 @@ class KeyInfo:
     environment: str | None = None
     promoted_at: datetime | None = None
     writable: bool = True
+    #: damage found in a part of the key that is not the primary (a secondary or pending
+    #: version that failed authentication): the primary is still served, the rotation
+    #: engine refuses to act, and the audit reports the key as an error
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenKey:
+    """A key a listing found but cannot describe: its stored record failed authentication
+    or is not a keyvault entry. Reported as an error row for that key alone."""
+
+    name: str
+    provider: str
+    error: KeyvaultError
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from keyvault.config import Config, find_config, load_config
 from keyvault.errors import ConfigError, KeyvaultError
-from keyvault.model import KeyInfo, KeySet, check_ref, check_value, validate_name
+from keyvault.model import BrokenKey, KeyInfo, KeySet, check_ref, check_value, validate_name
 from keyvault.providers import KeyProvider, build_provider
 from keyvault.secret import SecretValue
 
@@ -122,10 +122,11 @@ class KeyVault:
 
     def list_keys(
         self, *, provider: str | None = None
-    ) -> tuple[list[KeyInfo], list[ProviderFailure]]:
-        """Every key of every provider (or one); a provider that fails is reported, not fatal."""
+    ) -> tuple[list[KeyInfo | BrokenKey], list[ProviderFailure]]:
+        """Every key of every provider (or one); a provider that fails is reported, not fatal,
+        and so is a key whose record cannot be trusted (a :class:`BrokenKey`)."""
         names = [provider] if provider is not None else self.provider_names()
-        keys: list[KeyInfo] = []
+        keys: list[KeyInfo | BrokenKey] = []
         failures: list[ProviderFailure] = []
         for name in names:
             try:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from keyvault.config import PolicyConfig
-from keyvault.errors import KeyvaultError
-from keyvault.model import KeyInfo, ServerKeyInfo
+from keyvault.errors import IntegrityError, KeyvaultError
+from keyvault.model import BrokenKey, KeyInfo, ServerKeyInfo
 from keyvault.providers.base import ServerRotatedKeys
 from keyvault.registry import KeyVault
 from rotation.status import SEVERITY, Status, age, key_status, retire_at, server_key_status
@@ -52,12 +52,15 @@ def credential_row(kv: KeyVault, info: KeyInfo, now: datetime) -> AuditRow:
         notes.append("fingerprint unknown (changed outside keyvault?)")
     if info.pending is not None:
         notes.append(f"pending {info.pending.fingerprint} awaiting test and promotion")
+    if info.problem is not None:
+        notes.insert(0, f"IntegrityError: {info.problem}")
     environment = kv.environment_of(info.name, info.environment)
     return AuditRow(
         name=info.name,
         provider=info.provider,
         kind="credential",
-        status=key_status(info, policy, now),
+        status=Status.ERROR if info.problem is not None else key_status(info, policy, now),
+        error_code=IntegrityError.exit_code if info.problem is not None else None,
         environment=environment,
         fingerprint=info.current.fingerprint,
         age=age(info.current.created_at, now),
@@ -68,6 +71,18 @@ def credential_row(kv: KeyVault, info: KeyInfo, now: datetime) -> AuditRow:
         last_rotation=info.promoted_at,
         pending_fingerprint=info.pending.fingerprint if info.pending else None,
         note="; ".join(notes),
+    )
+
+
+def broken_row(broken: BrokenKey) -> AuditRow:
+    """A key whose record cannot be trusted: an error row for it alone."""
+    return AuditRow(
+        name=broken.name,
+        provider=broken.provider,
+        kind="credential",
+        status=Status.ERROR,
+        note=f"{type(broken.error).__name__}: {broken.error}",
+        error_code=broken.error.exit_code,
     )
 
 
@@ -112,7 +127,10 @@ def audit(
     for done, provider_name in enumerate(names, start=1):
         try:
             backend = kv.provider(provider_name)
-            rows.extend(credential_row(kv, info, now) for info in backend.list_keys())
+            rows.extend(
+                broken_row(info) if isinstance(info, BrokenKey) else credential_row(kv, info, now)
+                for info in backend.list_keys()
+            )
             if isinstance(backend, ServerRotatedKeys):
                 rows.extend(server_row(kv, info, now) for info in backend.list_server_keys())
         except KeyvaultError as exc:

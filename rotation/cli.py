@@ -8,6 +8,7 @@ traceback. Values never appear in output except through ``get --reveal``.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -17,12 +18,27 @@ from typing import Any, TypeVar
 
 import click
 
-from keyvault.config import FileProviderConfig, find_config, load_config
+from keyvault.config import Config, FileProviderConfig, find_config, load_config
 from keyvault.crypto import MasterKey
 from keyvault.durations import parse_duration
-from keyvault.errors import ConfigError, ConflictError, InvalidKeyValue, KeyvaultError
-from keyvault.masterkey import write_key_file
-from keyvault.model import MAX_VALUE_BYTES, check_ref, check_value, utcnow, validate_name
+from keyvault.errors import (
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    InvalidKeyValue,
+    KeyvaultError,
+)
+from keyvault.masterkey import private_dir, write_key_file
+from keyvault.model import (
+    MAX_VALUE_BYTES,
+    BrokenKey,
+    KeyInfo,
+    check_ref,
+    check_value,
+    utcnow,
+    validate_name,
+)
+from keyvault.providers import build_provider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
 from rotation import render, report
@@ -150,9 +166,19 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
     default=Path("."),
     help="where to create keyvault.toml and .keyvault/",
 )
+@click.pass_obj
 @handles_errors
-def init(directory: Path) -> None:
-    """Create keyvault.toml, an embedded store and a 0600 master key file."""
+def init(state: State, directory: Path) -> None:
+    """Create keyvault.toml, an embedded store and a 0600 master key file; with an existing
+    config (``--config``), create the stores it names that do not exist yet.
+
+    Only ``init`` creates a store: every other command refuses a missing one, so a deleted
+    store is never silently replaced by an empty one. What it makes is private whatever the
+    umask: directories 0700, the master key and store 0600, the config 0644.
+    """
+    if state.config_path is not None:
+        _init_stores(load_config(find_config(state.config_path)))
+        return
     config_path = directory / "keyvault.toml"
     key_path = directory / ".keyvault" / "master.key"
     store_path = directory / ".keyvault" / "store.db"
@@ -160,16 +186,38 @@ def init(directory: Path) -> None:
     if existing:
         raise ConfigError(
             f"refusing to overwrite {', '.join(map(str, existing))}: keyvault is already "
-            "initialised here"
+            "initialised here (to create a configured store that is missing: "
+            "`keyvault --config keyvault.toml init`)"
         )
-    directory.mkdir(parents=True, exist_ok=True)
-    write_key_file(key_path, [MasterKey.generate()])
-    config_path.write_text(STARTER_CONFIG, encoding="utf-8")
-    kv = KeyVault(load_config(config_path.resolve()))
-    kv.provider("local")
-    kv.close()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(key_path.parent)
+        write_key_file(key_path, [MasterKey.generate()])
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # the mode above is masked by the umask
+            handle.write(STARTER_CONFIG)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot initialise {directory}: {exc.strerror} ({exc.filename})"
+        ) from None
+    build_provider(load_config(config_path.resolve()), "local", create=True).close()
     click.echo(f"created {config_path}, {store_path} and {key_path} (mode 0600)")
     click.echo("next: `keyvault put NAME` (value on stdin) or `keyvault put NAME --generate`")
+
+
+def _init_stores(config: Config) -> None:
+    created = []
+    for name, settings in config.providers.items():
+        if isinstance(settings, FileProviderConfig):
+            path = config.resolve_path(settings.path)
+            if not path.exists():
+                private_dir(path.parent)
+                build_provider(config, name, create=True).close()
+                created.append(f"{path} ({name})")
+    if not created:
+        raise ConfigError(f"{config.label}: every file store it names exists; nothing to create")
+    click.echo(f"created {', '.join(created)}")
 
 
 def _read_value_from_stdin(*, multiline: bool = False) -> SecretValue:
@@ -284,16 +332,27 @@ def get(state: State, name: str, provider: str | None, reveal: bool, output_form
 @handles_errors
 def list_keys(state: State, provider: str | None, output_format: str) -> None:
     """One row per key: name, provider, primary fingerprint, age."""
-    keys, failures = state.kv.list_keys(provider=provider)
+    listed, failures = state.kv.list_keys(provider=provider)
+    keys = [info for info in listed if isinstance(info, KeyInfo)]
+    broken = [info for info in listed if isinstance(info, BrokenKey)]
     now = utcnow()
     if output_format == "json":
         click.echo(render.dumps([render.list_row_json(info, now) for info in keys]))
     else:
         render.console().print(render.list_table(keys, now))
+    codes = []
     for failure in failures:
         click.echo(f"error: provider {failure.provider}: {failure.error}", err=True)
-    if failures:
-        sys.exit(max(failure.error.exit_code for failure in failures))
+        codes.append(failure.error.exit_code)
+    for key in broken:
+        click.echo(f"error: key {key.name} ({key.provider}): {key.error}", err=True)
+        codes.append(key.error.exit_code)
+    for info in keys:
+        if info.problem is not None:
+            click.echo(f"error: key {info.name} ({info.provider}): {info.problem}", err=True)
+            codes.append(IntegrityError.exit_code)
+    if codes:
+        sys.exit(max(codes))
 
 
 def _outcome_exit_code(outcomes: list[Outcome]) -> int:
@@ -335,7 +394,7 @@ def rotate(
             click.echo(f"error: {error}", err=True)
         for row in swept.rows:
             if row.status == Status.ERROR:
-                click.echo(f"error: provider {row.provider}: {row.note}", err=True)
+                click.echo(f"error: {_row_label(row)}: {row.note}", err=True)
     else:
         outcomes = [rotator.advance(name, force=force, dry_run=dry_run) for name in names]
     if output_format == "json":
@@ -505,7 +564,7 @@ def audit(
             click.echo(text, nl=False)
     errors = [row for row in rows if row.status == Status.ERROR]
     for row in errors:
-        click.echo(f"error: provider {row.provider}: {row.note}", err=True)
+        click.echo(f"error: {_row_label(row)}: {row.note}", err=True)
     if errors:
         sys.exit(max(row.error_code or 1 for row in errors))
     if fail_on is not None:
@@ -518,6 +577,11 @@ def audit(
                 err=True,
             )
             sys.exit(1)
+
+
+def _row_label(row: AuditRow) -> str:
+    """An error row names its provider, or its key when only that key is affected."""
+    return f"provider {row.provider}" if row.name == "*" else f"key {row.name} ({row.provider})"
 
 
 def _plain_table(rows: list[AuditRow]) -> str:

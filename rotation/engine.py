@@ -25,7 +25,7 @@ from datetime import datetime
 import httpx
 
 from keyvault.config import PolicyConfig
-from keyvault.errors import ConflictError, KeyvaultError
+from keyvault.errors import ConflictError, IntegrityError, KeyvaultError
 from keyvault.model import KeyInfo, check_ref, check_value, utcnow
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
@@ -98,6 +98,8 @@ class Rotator:
         step = Step.CREATE
         try:
             info = provider.describe(name)
+            if info.problem is not None:
+                raise IntegrityError(f"key {name!r}: {info.problem}; nothing was rotated")
             now = self.clock()
             if dry_run:
                 return self._plan(info, policy, now, force)

@@ -49,7 +49,7 @@ def keyring() -> Keyring:
 
 @pytest.fixture
 def file_provider(tmp_path: Path, keyring: Keyring) -> Iterator[FileProvider]:
-    provider = FileProvider("local", tmp_path / "store.db", keyring)
+    provider = FileProvider("local", tmp_path / "store.db", keyring, create=True)
     yield provider
     provider.close()
 
@@ -62,3 +62,23 @@ def provider(request: pytest.FixtureRequest) -> KeyProvider:
     """Every writable backend, for the conformance suite."""
     fixture: KeyProvider = request.getfixturevalue(f"{request.param}_provider")
     return fixture
+
+
+def prepare_workdir(directory: Path, config_text: str) -> Path:
+    """A directory as `keyvault init` leaves it, with ``config_text`` as its config: the
+    config, a master key file and every file store it names (only init creates stores)."""
+    from keyvault.config import FileProviderConfig, load_config
+    from keyvault.masterkey import write_key_file
+    from keyvault.providers import build_provider
+
+    config_path = directory / "keyvault.toml"
+    config_path.write_text(config_text)
+    key_path = directory / "master.key"
+    if not key_path.exists():
+        write_key_file(key_path, [MasterKey.generate()])
+    config = load_config(config_path)
+    for name, settings in config.providers.items():
+        store = isinstance(settings, FileProviderConfig) and config.resolve_path(settings.path)
+        if store and not store.exists():
+            build_provider(config, name, create=True).close()
+    return directory

@@ -16,8 +16,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner, Result
 
-from keyvault.crypto import MasterKey
-from keyvault.masterkey import keyring_from_file, write_key_file
+from keyvault.masterkey import keyring_from_file
 from keyvault.providers.base import KeyProvider
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
@@ -25,6 +24,7 @@ from rotation import report
 from rotation.audit import audit
 from rotation.cli import cli
 from rotation.status import Status
+from tests.conftest import prepare_workdir
 from tests.leaks import assert_not_leaked, canary
 from tests.rotation_helpers import make_kv
 
@@ -167,9 +167,7 @@ master_key_file = "master.key"
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KEYVAULT_CONFIG", raising=False)
-    (tmp_path / "keyvault.toml").write_text(CONFIG)
-    write_key_file(tmp_path / "master.key", [MasterKey.generate()])
-    return tmp_path
+    return prepare_workdir(tmp_path, CONFIG)
 
 
 def run(*args: str) -> Result:

@@ -306,7 +306,7 @@ def test_kms_wrapped_master_key(kms_key_id: str, tmp_path: Path) -> None:
         source=tmp_path / "keyvault.toml",
     )
     raw = canary()
-    first = build_provider(config, "local")
+    first = build_provider(config, "local", create=True)
     first.create("k", SecretValue(raw))
     first.close()
     wrapped = tmp_path / "store.db.master-key.kms"

@@ -178,11 +178,11 @@ def test_read_only_provider_is_2(initialised: Run, workdir: Path) -> None:
 
 def test_backend_unavailable_is_5(initialised: Run, workdir: Path) -> None:
     config = workdir / "keyvault.toml"
-    (workdir / "blocker").write_text("not a directory")
-    config.write_text(config.read_text().replace(".keyvault/store.db", "blocker/store.db"))
+    (workdir / "a-directory.db").mkdir()
+    config.write_text(config.read_text().replace(".keyvault/store.db", "a-directory.db"))
     result = initialised("list")
     assert result.exit_code == 5
-    assert "cannot open store" in result.stderr
+    assert "a-directory.db cannot be opened" in result.stderr
 
 
 def test_wrong_master_key_is_6(initialised: Run, workdir: Path) -> None:
@@ -214,6 +214,9 @@ def test_master_key_from_env(
     config.write_text(text)
     assert initialised("list").exit_code == 2
     monkeypatch.setenv("KV_TEST_MASTER", MasterKey.generate().to_base64())
+    missing = initialised("list")
+    assert missing.exit_code == 2 and "env-store.db does not exist" in missing.stderr
+    assert initialised("--config", "keyvault.toml", "init").exit_code == 0
     assert initialised("put", "a", "--generate").exit_code == 0
 
 

@@ -57,7 +57,9 @@ def vendor() -> Iterator[VendorAPI]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[CountingProvider]:
-    provider = CountingProvider("local", tmp_path / "s.db", Keyring([MasterKey.generate()]))
+    provider = CountingProvider(
+        "local", tmp_path / "s.db", Keyring([MasterKey.generate()]), create=True
+    )
     yield provider
     provider.close()
 
@@ -71,6 +73,8 @@ def kv(store: CountingProvider, monkeypatch: pytest.MonkeyPatch) -> KeyVault:
 
 def rotate(store: FileProvider, name: str, value: str) -> None:
     info = store.describe(name)
+    if info.previous is not None:  # a promotion never drops an unretired previous
+        info = store.retire(name, expected_previous=info.previous.version)
     staged = store.stage(name, SecretValue(value))
     assert staged.pending is not None
     store.promote(

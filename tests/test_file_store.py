@@ -20,7 +20,7 @@ from tests.leaks import assert_not_leaked, canary
 
 def test_values_are_encrypted_at_rest(tmp_path: Path, keyring: Keyring) -> None:
     raw = canary()
-    store = FileProvider("local", tmp_path / "s.db", keyring)
+    store = FileProvider("local", tmp_path / "s.db", keyring, create=True)
     store.create("a/b", SecretValue(raw))
     store.close()
     for path in tmp_path.iterdir():
@@ -29,7 +29,7 @@ def test_values_are_encrypted_at_rest(tmp_path: Path, keyring: Keyring) -> None:
 
 
 def test_store_file_is_private(tmp_path: Path, keyring: Keyring) -> None:
-    FileProvider("local", tmp_path / "s.db", keyring).close()
+    FileProvider("local", tmp_path / "s.db", keyring, create=True).close()
     assert (tmp_path / "s.db").stat().st_mode & 0o077 == 0
 
 
@@ -43,7 +43,7 @@ def _tamper(path: Path, sql: str, *params: object) -> None:
 def test_flipped_ciphertext_byte_is_an_integrity_error(tmp_path: Path, keyring: Keyring) -> None:
     raw = canary()
     path = tmp_path / "s.db"
-    store = FileProvider("local", path, keyring)
+    store = FileProvider("local", path, keyring, create=True)
     store.create("a/b", SecretValue(raw))
     (ciphertext,) = sqlite3.connect(path).execute("SELECT ciphertext FROM versions").fetchone()
     flipped = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
@@ -55,7 +55,7 @@ def test_flipped_ciphertext_byte_is_an_integrity_error(tmp_path: Path, keyring: 
 
 def test_ciphertext_moved_to_another_key_fails(tmp_path: Path, keyring: Keyring) -> None:
     path = tmp_path / "s.db"
-    store = FileProvider("local", path, keyring)
+    store = FileProvider("local", path, keyring, create=True)
     store.create("victim", SecretValue(canary()))
     store.create("attacker", SecretValue(canary()))
     db = sqlite3.connect(path)
@@ -75,7 +75,7 @@ def test_ciphertext_moved_to_another_key_fails(tmp_path: Path, keyring: Keyring)
 
 def test_ciphertext_moved_to_another_version_fails(tmp_path: Path, keyring: Keyring) -> None:
     path = tmp_path / "s.db"
-    store = FileProvider("local", path, keyring)
+    store = FileProvider("local", path, keyring, create=True)
     store.create("k", SecretValue(canary()))
     store.stage("k", SecretValue(canary()))
     db = sqlite3.connect(path)
@@ -92,7 +92,7 @@ def test_ciphertext_moved_to_another_version_fails(tmp_path: Path, keyring: Keyr
 
 def test_wrong_master_key_fails_at_open(tmp_path: Path, keyring: Keyring) -> None:
     path = tmp_path / "s.db"
-    FileProvider("local", path, keyring).create("k", SecretValue(canary()))
+    FileProvider("local", path, keyring, create=True).create("k", SecretValue(canary()))
     with pytest.raises(IntegrityError, match="wrong master key"):
         FileProvider("local", path, Keyring([MasterKey.generate()]))
 
@@ -100,9 +100,9 @@ def test_wrong_master_key_fails_at_open(tmp_path: Path, keyring: Keyring) -> Non
 def test_new_master_key_first_old_still_decrypts(tmp_path: Path, keyring: Keyring) -> None:
     raw = canary()
     path = tmp_path / "s.db"
-    FileProvider("local", path, keyring).create("k", SecretValue(raw))
+    FileProvider("local", path, keyring, create=True).create("k", SecretValue(raw))
     ring = Keyring([MasterKey.generate(), *keyring.keys])
-    store = FileProvider("local", path, ring)
+    store = FileProvider("local", path, ring, create=True)
     assert store.get_keyset("k").primary.secret.reveal() == raw
 
 
@@ -110,14 +110,14 @@ def test_not_a_store_is_an_integrity_error(tmp_path: Path, keyring: Keyring) -> 
     path = tmp_path / "junk.db"
     path.write_bytes(os.urandom(4096))
     with pytest.raises(IntegrityError, match="not a keyvault store"):
-        FileProvider("local", path, keyring)
+        FileProvider("local", path, keyring, create=True)
 
 
 def test_unopenable_path_is_backend_unavailable(tmp_path: Path, keyring: Keyring) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(BackendUnavailableError, match="cannot open store"):
-        FileProvider("local", blocker / "s.db", keyring)
+    with pytest.raises(BackendUnavailableError, match=r"cannot create store .*Not a directory"):
+        FileProvider("local", blocker / "s.db", keyring, create=True)
 
 
 # -- master keys ------------------------------------------------------------
@@ -192,7 +192,7 @@ def _promote_in_process(
 
 def test_two_processes_promoting_one_wins(tmp_path: Path, keyring: Keyring) -> None:
     path = tmp_path / "s.db"
-    store = FileProvider("local", path, keyring)
+    store = FileProvider("local", path, keyring, create=True)
     v1 = store.create("race/key", SecretValue(canary())).current.version
     staged = store.stage("race/key", SecretValue(canary()))
     assert staged.pending is not None

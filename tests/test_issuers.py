@@ -35,7 +35,7 @@ def vendor() -> Iterator[VendorAPI]:
 def store(tmp_path: Path) -> Iterator[FileProvider]:
     clock = Clock(datetime.now(UTC))
     provider = FileProvider(
-        "local", tmp_path / "s.db", Keyring([MasterKey.generate()]), clock=clock
+        "local", tmp_path / "s.db", Keyring([MasterKey.generate()]), clock=clock, create=True
     )
     yield provider
     provider.close()

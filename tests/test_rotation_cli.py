@@ -16,10 +16,11 @@ from click.testing import CliRunner, Result
 from keyvault.config import load_config
 from keyvault.crypto import Keyring, MasterKey
 from keyvault.errors import IntegrityError
-from keyvault.masterkey import keyring_from_file, write_key_file
+from keyvault.masterkey import keyring_from_file
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
 from rotation.cli import cli
+from tests.conftest import prepare_workdir
 from tests.leaks import assert_not_leaked, canary
 from tests.vendor_api import VendorAPI
 
@@ -43,9 +44,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KEYVAULT_CONFIG", raising=False)
     monkeypatch.delenv("KEYVAULT_ENV", raising=False)
-    (tmp_path / "keyvault.toml").write_text(CONFIG)
-    write_key_file(tmp_path / "master.key", [MasterKey.generate()])
-    return tmp_path
+    return prepare_workdir(tmp_path, CONFIG)
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -244,6 +243,7 @@ def test_rekey_with_env_master_key_explains(workdir: Path, monkeypatch: pytest.M
     old, new = MasterKey.generate(), MasterKey.generate()
     monkeypatch.setenv("KV_MK", old.to_base64())
     value = canary()
+    assert run("--config", "keyvault.toml", "init").exit_code == 0
     run("put", "a", input=value)
     refused = run("rekey")
     assert refused.exit_code == 2 and "NEW,OLD" in refused.stderr

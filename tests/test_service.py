@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keyvault.crypto import MasterKey
-from keyvault.masterkey import keyring_from_file, write_key_file
+from keyvault.masterkey import keyring_from_file
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
+from tests.conftest import prepare_workdir
 from tests.leaks import assert_not_leaked, canary
 from tests.servers import free_port
 from tests.vendor_api import VendorAPI
@@ -46,8 +46,7 @@ def vendor() -> Iterator[VendorAPI]:
 
 
 def setup_store(workdir: Path, extra: str = "") -> FileProvider:
-    (workdir / "keyvault.toml").write_text(BASE + extra)
-    write_key_file(workdir / "master.key", [MasterKey.generate()])
+    prepare_workdir(workdir, BASE + extra)
     return FileProvider("local", workdir / "store.db", keyring_from_file(workdir / "master.key"))
 
 

@@ -21,8 +21,9 @@ from keyvault.providers.base import KeyProvider, ServerRotatedKeys
 __all__ = ["KeyProvider", "ServerRotatedKeys", "build_provider"]
 
 
-def build_provider(config: Config, name: str) -> KeyProvider:
-    """Build the provider ``[providers.<name>]`` describes."""
+def build_provider(config: Config, name: str, *, create: bool = False) -> KeyProvider:
+    """Build the provider ``[providers.<name>]`` describes. ``create`` lets a file
+    provider make its store (``keyvault init``); otherwise a missing store is an error."""
     try:
         settings = config.providers[name]
     except KeyError:
@@ -31,7 +32,7 @@ def build_provider(config: Config, name: str) -> KeyProvider:
             f"{', '.join(sorted(config.providers)) or 'none'})"
         ) from None
     if isinstance(settings, FileProviderConfig):
-        return _file_provider(config, name, settings)
+        return _file_provider(config, name, settings, create)
     if isinstance(settings, EnvProviderConfig):
         from keyvault.providers.env import EnvProvider
 
@@ -91,16 +92,21 @@ def _vault_provider(config: Config, name: str, settings: VaultProviderConfig) ->
     )
 
 
-def _file_provider(config: Config, name: str, settings: FileProviderConfig) -> KeyProvider:
-    from keyvault.providers.file import FileProvider
+def _file_provider(
+    config: Config, name: str, settings: FileProviderConfig, create: bool
+) -> KeyProvider:
+    from keyvault.providers.file import FileProvider, missing_store
 
+    path = config.resolve_path(settings.path)
+    if not create and not path.exists():
+        raise missing_store(path)  # before a KMS data key is made for a store that is not there
     if settings.master_key_file is not None:
         keyring = keyring_from_file(config.resolve_path(settings.master_key_file))
     elif settings.master_key_kms is not None:
         keyring = _kms_keyring(config, name, settings)
     else:
         keyring = keyring_from_env(settings.master_key_variable())
-    return FileProvider(name, config.resolve_path(settings.path), keyring)
+    return FileProvider(name, path, keyring, create=create)
 
 
 def boto3_session(config: Config, name: str, profile: str | None = None):  # type: ignore[no-untyped-def]

@@ -13,11 +13,12 @@ never leaves the server. They do not fit the staged contract and have their own 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NoReturn
 
 from keyvault.errors import ConflictError, ReadOnlyError
-from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo
+from keyvault.model import BrokenKey, KeyInfo, KeySet, KeyVersion, ServerKeyInfo
 from keyvault.secret import SecretValue
 
 
@@ -41,8 +42,9 @@ class KeyProvider(ABC):
         """The primary and (during grace) secondary, with their secret values."""
 
     @abstractmethod
-    def list_keys(self) -> list[KeyInfo]:
-        """Every key's metadata. Must not read or decrypt secret values."""
+    def list_keys(self) -> Sequence[KeyInfo | BrokenKey]:
+        """Every key's metadata. Must not read or decrypt secret values. A key whose record
+        cannot be trusted or read is a :class:`BrokenKey`, so it spoils only its own row."""
 
     @abstractmethod
     def describe(self, name: str) -> KeyInfo:

@@ -7,29 +7,52 @@ unique index (one current, one previous, one pending per key), and every write i
 processes promoting the same key serialise on SQLite's write lock and the second one sees
 the first one's result: a ConflictError.
 
+Every field a decision reads is authenticated under the master key: each version row
+carries an HMAC over all its columns (ciphertext included, so a tampered value is caught
+by a listing that never decrypts), and each key row an HMAC over its environment, times and
+which version holds which stage. An edited, swapped or forged row is an IntegrityError,
+never a new truth. A damaged secondary or pending version spoils only itself: the primary
+is still served and the damage is reported.
+
 Retired versions keep their row (version, fingerprint, times) as the audit trail, with
 their ciphertext wiped.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from keyvault.crypto import Keyring, Sealed
 from keyvault.errors import (
     BackendUnavailableError,
+    ConfigError,
     IntegrityError,
     KeyExistsError,
     KeyNotFoundError,
+    KeyvaultError,
+    ReadOnlyError,
 )
-from keyvault.model import KeyInfo, KeySet, KeyVersion, Stage, VersionInfo, utcnow
+from keyvault.masterkey import private_dir
+from keyvault.model import (
+    BrokenKey,
+    KeyInfo,
+    KeySet,
+    KeyVersion,
+    Stage,
+    VersionInfo,
+    utcnow,
+    validate_name,
+)
 from keyvault.providers.base import (
     KeyProvider,
     check_replace,
@@ -37,6 +60,8 @@ from keyvault.providers.base import (
     expect_version,
 )
 from keyvault.secret import SecretValue
+
+log = logging.getLogger("keyvault.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -52,7 +77,8 @@ CREATE TABLE IF NOT EXISTS keys (
     name TEXT PRIMARY KEY,
     environment TEXT,
     next_version INTEGER NOT NULL,
-    promoted_at TEXT
+    promoted_at TEXT,
+    mac TEXT
 );
 CREATE TABLE IF NOT EXISTS versions (
     name TEXT NOT NULL REFERENCES keys(name) ON DELETE CASCADE,
@@ -67,6 +93,7 @@ CREATE TABLE IF NOT EXISTS versions (
     retired_at TEXT,
     request_token TEXT,
     issuer_ref TEXT,
+    mac TEXT,
     PRIMARY KEY (name, version)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS versions_one_per_stage
@@ -75,8 +102,77 @@ CREATE UNIQUE INDEX IF NOT EXISTS versions_request_token
     ON versions(name, request_token) WHERE request_token IS NOT NULL;
 """
 
-_CHECK_PLAINTEXT = b"keyvault master key check v1"
+#: the sealed check value of a store whose rows carry MACs; a v1 value marks a store made
+#: before they existed, which is upgraded once, by the first process that can write it
+_CHECK_PLAINTEXT = b"keyvault master key check v2: rows authenticated"
+_CHECK_PLAINTEXT_V1 = b"keyvault master key check v1"
 _CHECK_AAD = b"keyvault/v1\x00check"
+
+_VERSION_COLUMNS = (
+    "name, version, stage, key_id, nonce, ciphertext, fingerprint, created_at, promoted_at, "
+    "retired_at, request_token, issuer_ref, mac"
+)
+
+
+class VersionRow(NamedTuple):
+    name: str
+    version: int
+    stage: str | None
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+    fingerprint: str
+    created_at: str | None
+    promoted_at: str | None
+    retired_at: str | None
+    request_token: str | None
+    issuer_ref: str | None
+    mac: str | None
+
+    def mac_input(self) -> bytes:
+        """Every column but the MAC; the ciphertext too, so an edited value is caught
+        without decrypting it."""
+        fields = (*self[:4], len(self.nonce), *self[6:12])
+        return (
+            b"keyvault/v1\x00version\x00"
+            + repr(fields).encode()
+            + b"\x00"
+            + bytes(self.nonce)
+            + bytes(self.ciphertext)
+        )
+
+    def info(self) -> VersionInfo:
+        return VersionInfo(
+            str(self.version), self.fingerprint, _dt(self.created_at), self.issuer_ref
+        )
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    name: str
+    environment: str | None
+    next_version: int
+    promoted_at: str | None
+    mac: str | None
+    #: the staged versions (stage -> row), as stored
+    stages: dict[str, VersionRow] = field(default_factory=dict)
+
+    def mac_input(self) -> bytes:
+        """The key's own fields and which version holds each stage, so a row moved into a
+        stage (or a stage emptied) by hand fails even when that row's own MAC is intact."""
+        held = tuple(
+            (stage.value, self.stages[stage.value].version if stage.value in self.stages else None)
+            for stage in Stage
+        )
+        fields = (self.name, self.environment, self.next_version, self.promoted_at, held)
+        return b"keyvault/v1\x00key\x00" + repr(fields).encode()
+
+
+def missing_store(path: Path) -> ConfigError:
+    return ConfigError(
+        f"store {path} does not exist: run `keyvault init` to create it (with an existing "
+        "config: `keyvault --config FILE init`), or point the provider's `path` at the store"
+    )
 
 
 def _aad(name: str, version: int) -> bytes:
@@ -87,16 +183,16 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _version_of(row: Any) -> str | None:
-    return None if row is None else str(row[1])
-
-
 def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def _version_of(row: VersionRow | None) -> str | None:
+    return None if row is None else str(row.version)
+
+
 class FileProvider(KeyProvider):
-    """Keys in one SQLite file, sealed under a master keyring."""
+    """Keys in one SQLite file, sealed and authenticated under a master keyring."""
 
     def __init__(
         self,
@@ -106,38 +202,158 @@ class FileProvider(KeyProvider):
         *,
         clock: Callable[[], datetime] = utcnow,
         busy_timeout: float = 10.0,
+        create: bool = False,
     ) -> None:
+        """Open the store at ``path``. Only ``create=True`` (``keyvault init``) makes a new
+        one: a store that vanished is an error, never silently replaced by an empty one.
+        A store in a read-only place opens read-only: reads work, writes say why not."""
         self.name = name
         self.path = path
         self._keyring = keyring
         self._clock = clock
         self._lock = threading.RLock()
+        self.read_only = False
+        #: a store from before row MACs that could not be upgraded (opened read-only)
+        self._legacy = False
+        if create:
+            self._create_file()
+        elif not path.exists():
+            raise missing_store(path)
+        self._db = self._connect(busy_timeout)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            self._db = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
-            if "issuer_ref" not in columns:  # stores made before issuer refs existed
-                self._db.execute("ALTER TABLE versions ADD COLUMN issuer_ref TEXT")
-        except sqlite3.DatabaseError as exc:
-            raise self._mapped(exc) from None
+            self._open_store(create)
+        except BaseException:
+            self._db.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _create_file(self) -> None:
+        try:
+            private_dir(self.path.parent)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except OSError as exc:
-            raise BackendUnavailableError(f"cannot open store {path}: {exc.strerror}") from None
-        self._check_master_key()
+            raise self._os_error("create", exc) from None
+
+    def _os_error(self, action: str, exc: OSError) -> KeyvaultError:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return ReadOnlyError(
+                f"cannot {action} store {self.path}: {exc.strerror} (check the permissions of "
+                "the file and its directory)"
+            )
+        return BackendUnavailableError(f"cannot {action} store {self.path}: {exc.strerror}")
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+        try:
+            if writable:
+                db = sqlite3.connect(
+                    self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                )
+            else:
+                # no journal or lock files can be made here: read what is committed
+                self.read_only = True
+                db = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro&immutable=1",
+                    uri=True,
+                    timeout=busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            db.execute("PRAGMA foreign_keys = ON")
+            return db
+        except sqlite3.Error as exc:
+            raise self._mapped(exc) from None
+
+    def _open_store(self, create: bool) -> None:
+        try:
+            if not self.read_only:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.executescript(SCHEMA) if create else self._upgrade_schema()
+        except sqlite3.Error as exc:
+            raise self._mapped(exc) from None
+        self._check_master_key(create)
+
+    def _upgrade_schema(self) -> None:
+        """Columns added since the first stores were made; nothing else changes shape."""
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+        if "versions" not in tables or "keys" not in tables:
+            raise IntegrityError(f"store {self.path} is not a keyvault store")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
+        if "issuer_ref" not in columns:
+            self._db.execute("ALTER TABLE versions ADD COLUMN issuer_ref TEXT")
+        if "mac" not in columns:
+            self._db.execute("ALTER TABLE versions ADD COLUMN mac TEXT")
+        if "mac" not in {row[1] for row in self._db.execute("PRAGMA table_info(keys)")}:
+            self._db.execute("ALTER TABLE keys ADD COLUMN mac TEXT")
+
+    def _check_master_key(self, create: bool) -> None:
+        """Fail at open, not at first read, when the master key is not this store's; and
+        upgrade a store from before row MACs, once."""
+        with self._read() as db:
+            rows = {
+                row[0]: Sealed(row[0], row[1], row[2])
+                for row in db.execute("SELECT key_id, nonce, ciphertext FROM check_values")
+            }
+        known = [kid for kid in self._keyring.key_ids() if kid in rows]
+        if not rows and not create:
+            raise IntegrityError(f"store {self.path} has no master key check: not a keyvault store")
+        if rows and not known:
+            raise IntegrityError(
+                f"wrong master key for store {self.path}: it was sealed with "
+                f"{', '.join(sorted(rows))}, the configured key is "
+                f"{', '.join(self._keyring.key_ids())}"
+            )
+        plaintexts = {kid: self._keyring.open(rows[kid], _CHECK_AAD) for kid in known}
+        if any(text == _CHECK_PLAINTEXT_V1 for text in plaintexts.values()):
+            if any(text == _CHECK_PLAINTEXT for text in plaintexts.values()):
+                raise IntegrityError(f"store {self.path} has mixed check values (tampered?)")
+            if self.read_only:
+                self._legacy = True
+                log.warning("store %s predates row MACs and is read-only: not verified", self.path)
+                return
+            self._authenticate_legacy_rows(known)
+            return
+        if any(text != _CHECK_PLAINTEXT for text in plaintexts.values()):
+            raise IntegrityError(f"store {self.path} has an unknown check value")
+        if self._keyring.primary.key_id not in rows and not self.read_only:
+            with self._write() as db:
+                self._put_check_value(db, self._keyring.primary.key_id)
+
+    def _put_check_value(self, db: sqlite3.Connection, key_id: str) -> None:
+        sealed = self._keyring.seal_with(key_id, _CHECK_PLAINTEXT, _CHECK_AAD)
+        db.execute(
+            "INSERT OR REPLACE INTO check_values VALUES (?, ?, ?)",
+            (sealed.key_id, sealed.nonce, sealed.ciphertext),
+        )
+
+    def _authenticate_legacy_rows(self, known: list[str]) -> None:
+        """A store from before row MACs: its rows are taken as they are, once, and MACed;
+        the v2 check value then says every later open must verify them."""
+        with self._write() as db:
+            for row in db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions").fetchall():
+                self._tag_version(db, VersionRow._make(row))
+            for (name,) in db.execute("SELECT name FROM keys").fetchall():
+                self._tag_key(db, name)
+            for kid in known:
+                self._put_check_value(db, kid)
+        log.info("store %s: rows authenticated under %s", self.path, self._keyring.primary.key_id)
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _mapped(self, exc: sqlite3.Error) -> Exception:
+    def _mapped(self, exc: sqlite3.Error) -> KeyvaultError:
         text = str(exc)
         if isinstance(exc, sqlite3.OperationalError):
             if "locked" in text or "busy" in text:
                 return BackendUnavailableError(f"store {self.path} is locked by another writer")
+            if "readonly" in text or "read-only" in text:
+                return ReadOnlyError(
+                    f"store {self.path} is read-only here (file or directory permissions): "
+                    "reads work, changes need write access"
+                )
+            if "unable to open" in text:
+                return BackendUnavailableError(f"store {self.path} cannot be opened: {text}")
             return BackendUnavailableError(f"store {self.path} cannot be used: {text}")
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
             return IntegrityError(f"store {self.path} is not a keyvault store or is corrupt")
@@ -155,6 +371,11 @@ class FileProvider(KeyProvider):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: takes the write lock up front, so the reads inside
         it see the state no other writer can change before we commit."""
+        if self.read_only:
+            raise ReadOnlyError(
+                f"store {self.path} is read-only here (file or directory permissions): reads "
+                "work, changes need write access"
+            )
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -162,8 +383,10 @@ class FileProvider(KeyProvider):
                 raise self._mapped(exc) from None
             try:
                 yield self._db
-            except BaseException:
+            except BaseException as exc:
                 self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._mapped(exc) from None
                 raise
             try:
                 self._db.execute("COMMIT")
@@ -171,65 +394,111 @@ class FileProvider(KeyProvider):
                 self._db.execute("ROLLBACK")
                 raise self._mapped(exc) from None
 
-    def _check_master_key(self) -> None:
-        """Fail at open, not at first read, when the master key is not this store's."""
-        with self._write() as db:
-            rows = {
-                row[0]: Sealed(row[0], row[1], row[2])
-                for row in db.execute("SELECT key_id, nonce, ciphertext FROM check_values")
-            }
-            known = [kid for kid in self._keyring.key_ids() if kid in rows]
-            if rows and not known:
-                raise IntegrityError(
-                    f"wrong master key for store {self.path}: it was sealed with "
-                    f"{', '.join(sorted(rows))}, the configured key is "
-                    f"{', '.join(self._keyring.key_ids())}"
-                )
-            for kid in known:
-                self._keyring.open(rows[kid], _CHECK_AAD)
-            if self._keyring.primary.key_id not in rows:
-                sealed = self._keyring.seal(_CHECK_PLAINTEXT, _CHECK_AAD)
-                db.execute(
-                    "INSERT INTO check_values VALUES (?, ?, ?)",
-                    (sealed.key_id, sealed.nonce, sealed.ciphertext),
-                )
+    # -- authentication --------------------------------------------------------------------
 
-    def _stages(self, db: sqlite3.Connection, name: str) -> dict[str, Any]:
-        if db.execute("SELECT 1 FROM keys WHERE name = ?", (name,)).fetchone() is None:
-            raise KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
-        return {
-            row[0]: row
+    def _tag_version(self, db: sqlite3.Connection, row: VersionRow) -> None:
+        db.execute(
+            "UPDATE versions SET mac = ? WHERE name = ? AND version = ?",
+            (self._keyring.tag(row.mac_input()), row.name, row.version),
+        )
+
+    def _tag_key(self, db: sqlite3.Connection, name: str) -> None:
+        key = self._key_row(db, name)
+        assert key is not None
+        db.execute(
+            "UPDATE keys SET mac = ? WHERE name = ?", (self._keyring.tag(key.mac_input()), name)
+        )
+
+    def _retag(self, db: sqlite3.Connection, name: str, *versions: int) -> None:
+        """After a write: MAC the rows it changed (read back in the same transaction)."""
+        for version in versions:
+            row = db.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?",
+                (name, version),
+            ).fetchone()
+            self._tag_version(db, VersionRow._make(row))
+        self._tag_key(db, name)
+
+    def _key_row(self, db: sqlite3.Connection, name: str) -> KeyRow | None:
+        found = db.execute(
+            "SELECT name, environment, next_version, promoted_at, mac FROM keys WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if found is None:
+            return None
+        stages = {
+            row[2]: VersionRow._make(row)
             for row in db.execute(
-                "SELECT stage, version, fingerprint, created_at, issuer_ref, key_id, nonce, "
-                "ciphertext FROM versions WHERE name = ? AND stage IS NOT NULL",
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? AND stage IS NOT NULL",
                 (name,),
             )
         }
+        return KeyRow(found[0], found[1], found[2], found[3], found[4], stages)
 
-    def _decrypt(self, name: str, row: Any) -> KeyVersion:
-        _stage, version, _fp, created_at, ref, key_id, nonce, ciphertext = row
-        plaintext = self._keyring.open(Sealed(key_id, nonce, ciphertext), _aad(name, version))
+    def _verified(self, key: KeyRow) -> dict[str, str]:
+        """Check a key's MACs. A bad key row or primary is an IntegrityError for the whole
+        key; a bad secondary or pending version is returned (stage -> problem) so the
+        primary can still be served."""
+        if self._legacy:
+            return {}
+        if not self._keyring.verify(key.mac_input(), key.mac):
+            raise IntegrityError(
+                f"key {key.name!r} in store {self.path} failed authentication: its record was "
+                "tampered with (edited outside keyvault)"
+            )
+        damaged: dict[str, str] = {}
+        for stage, row in key.stages.items():
+            if not self._keyring.verify(row.mac_input(), row.mac):
+                if stage == Stage.CURRENT.value:
+                    raise IntegrityError(
+                        f"key {key.name!r} in store {self.path}: the current version "
+                        f"{row.version} failed authentication: tampered with (edited outside "
+                        "keyvault)"
+                    )
+                damaged[stage] = f"{stage} version {row.version} failed authentication"
+        if Stage.CURRENT.value not in key.stages:
+            raise IntegrityError(f"key {key.name!r} in store {self.path} has no current version")
+        return damaged
+
+    def _load(self, db: sqlite3.Connection, name: str) -> tuple[KeyRow, dict[str, str]]:
+        key = self._key_row(db, name)
+        if key is None:
+            raise KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
+        return key, self._verified(key)
+
+    def _refuse_damaged(self, key: KeyRow, damaged: dict[str, str], *stages: Stage) -> None:
+        for stage in stages:
+            if stage.value in damaged:
+                raise IntegrityError(
+                    f"key {key.name!r} in store {self.path}: {damaged[stage.value]}; nothing "
+                    "was changed (retire or discard that version, or restore the store)"
+                )
+
+    def _decrypt(self, row: VersionRow) -> KeyVersion:
+        plaintext = self._keyring.open(
+            Sealed(row.key_id, row.nonce, row.ciphertext), _aad(row.name, row.version)
+        )
         secret = SecretValue(plaintext.decode("utf-8"))
-        return KeyVersion(str(version), secret, _dt(created_at), ref)
+        return KeyVersion(str(row.version), secret, _dt(row.created_at), row.issuer_ref)
 
     def _insert_version(
         self,
         db: sqlite3.Connection,
-        name: str,
+        key: KeyRow,
         value: SecretValue,
         stage: Stage,
         created_at: datetime,
         request_token: str | None = None,
         ref: str | None = None,
     ) -> int:
-        (version,) = db.execute("SELECT next_version FROM keys WHERE name = ?", (name,)).fetchone()
-        sealed = self._keyring.seal(value.reveal().encode("utf-8"), _aad(name, version))
+        version = key.next_version
+        sealed = self._keyring.seal(value.reveal().encode("utf-8"), _aad(key.name, version))
         db.execute(
             "INSERT INTO versions (name, version, stage, key_id, nonce, ciphertext, "
             "fingerprint, created_at, request_token, issuer_ref) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                name,
+                key.name,
                 version,
                 stage.value,
                 sealed.key_id,
@@ -241,8 +510,8 @@ class FileProvider(KeyProvider):
                 ref,
             ),
         )
-        db.execute("UPDATE keys SET next_version = ? WHERE name = ?", (version + 1, name))
-        return int(version)
+        db.execute("UPDATE keys SET next_version = ? WHERE name = ?", (version + 1, key.name))
+        return version
 
     def _retire_row(self, db: sqlite3.Connection, name: str, version: int) -> None:
         db.execute(
@@ -251,71 +520,79 @@ class FileProvider(KeyProvider):
             (_ts(self._clock()), name, version),
         )
 
-    def _info(self, db: sqlite3.Connection, name: str) -> KeyInfo:
-        stages = self._stages(db, name)
-        environment, promoted_at = db.execute(
-            "SELECT environment, promoted_at FROM keys WHERE name = ?", (name,)
-        ).fetchone()
-        return self._info_from(name, environment, promoted_at, stages)
-
-    def _info_from(
-        self, name: str, environment: str | None, promoted_at: str | None, stages: dict[str, Any]
-    ) -> KeyInfo:
+    def _info(self, key: KeyRow, damaged: dict[str, str]) -> KeyInfo:
         def version_info(stage: Stage) -> VersionInfo | None:
-            row = stages.get(stage.value)
-            if row is None:
-                return None
-            return VersionInfo(str(row[1]), row[2], _dt(row[3]), row[4])
+            row = key.stages.get(stage.value)
+            return None if row is None or stage.value in damaged else row.info()
 
         current = version_info(Stage.CURRENT)
-        if current is None:
-            raise IntegrityError(f"key {name!r} in store {self.path} has no current version")
+        assert current is not None  # _verified saw it
         return KeyInfo(
-            name=name,
+            name=key.name,
             provider=self.name,
             current=current,
             previous=version_info(Stage.PREVIOUS),
             pending=version_info(Stage.PENDING),
-            environment=environment,
-            promoted_at=_dt(promoted_at),
+            environment=key.environment,
+            promoted_at=_dt(key.promoted_at),
+            problem="; ".join(damaged.values()) or None,
         )
 
     # -- reading ---------------------------------------------------------------------------
 
     def get_keyset(self, name: str) -> KeySet:
         with self._read() as db:
-            stages = self._stages(db, name)
-            (environment,) = db.execute(
-                "SELECT environment FROM keys WHERE name = ?", (name,)
-            ).fetchone()
-        if Stage.CURRENT.value not in stages:
-            raise IntegrityError(f"key {name!r} in store {self.path} has no current version")
-        primary = self._decrypt(name, stages[Stage.CURRENT.value])
-        previous = stages.get(Stage.PREVIOUS.value)
-        secondary = None if previous is None else self._decrypt(name, previous)
-        return KeySet(name, primary, secondary, environment)
+            key, damaged = self._load(db, name)
+        primary = self._decrypt(key.stages[Stage.CURRENT.value])
+        secondary = None
+        previous = key.stages.get(Stage.PREVIOUS.value)
+        if previous is not None and Stage.PREVIOUS.value not in damaged:
+            try:
+                secondary = self._decrypt(previous)
+            except IntegrityError:
+                damaged[Stage.PREVIOUS.value] = "previous version failed to decrypt"
+        if Stage.PREVIOUS.value in damaged:
+            log.warning(
+                "key %s in store %s: %s; serving the primary alone",
+                name,
+                self.path,
+                damaged[Stage.PREVIOUS.value],
+            )
+        return KeySet(name, primary, secondary, key.environment)
 
     def get_pending(self, name: str) -> KeyVersion | None:
         with self._read() as db:
-            row = self._stages(db, name).get(Stage.PENDING.value)
-        return None if row is None else self._decrypt(name, row)
+            key, damaged = self._load(db, name)
+        self._refuse_damaged(key, damaged, Stage.PENDING)
+        row = key.stages.get(Stage.PENDING.value)
+        return None if row is None else self._decrypt(row)
 
     def describe(self, name: str) -> KeyInfo:
         with self._read() as db:
-            return self._info(db, name)
+            return self._info(*self._load(db, name))
 
-    def list_keys(self) -> list[KeyInfo]:
+    def list_keys(self) -> list[KeyInfo | BrokenKey]:
         with self._read() as db:
-            keys = db.execute(
-                "SELECT name, environment, promoted_at FROM keys ORDER BY name"
-            ).fetchall()
-            stages: dict[str, dict[str, Any]] = {}
+            keys = {
+                row[0]: row
+                for row in db.execute(
+                    "SELECT name, environment, next_version, promoted_at, mac FROM keys "
+                    "ORDER BY name"
+                )
+            }
+            stages: dict[str, dict[str, VersionRow]] = {}
             for row in db.execute(
-                "SELECT name, stage, version, fingerprint, created_at, issuer_ref FROM versions "
-                "WHERE stage IS NOT NULL"
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE stage IS NOT NULL"
             ):
-                stages.setdefault(row[0], {})[row[1]] = row[1:]
-        return [self._info_from(n, env, prom, stages.get(n, {})) for n, env, prom in keys]
+                stages.setdefault(row[0], {})[row[2]] = VersionRow._make(row)
+        listed: list[KeyInfo | BrokenKey] = []
+        for name, row in keys.items():
+            key = KeyRow(row[0], row[1], row[2], row[3], row[4], stages.get(name, {}))
+            try:
+                listed.append(self._info(key, self._verified(key)))
+            except IntegrityError as exc:
+                listed.append(BrokenKey(name, self.name, exc))
+        return listed
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -328,9 +605,9 @@ class FileProvider(KeyProvider):
         created_at: datetime | None = None,
         ref: str | None = None,
     ) -> KeyInfo:
+        validate_name(name)
         with self._write() as db:
-            exists = db.execute("SELECT 1 FROM keys WHERE name = ?", (name,)).fetchone()
-            if exists:
+            if self._key_row(db, name) is not None:
                 raise KeyExistsError(
                     f"key {name!r} already exists in provider {self.name!r}; "
                     "use `keyvault rotate` to replace its value"
@@ -339,10 +616,13 @@ class FileProvider(KeyProvider):
                 "INSERT INTO keys (name, environment, next_version) VALUES (?, ?, 1)",
                 (name, environment),
             )
-            self._insert_version(
-                db, name, value, Stage.CURRENT, created_at or self._clock(), ref=ref
+            key = self._key_row(db, name)
+            assert key is not None
+            version = self._insert_version(
+                db, key, value, Stage.CURRENT, created_at or self._clock(), ref=ref
             )
-            return self._info(db, name)
+            self._retag(db, name, version)
+            return self._info(*self._load(db, name))
 
     def stage(
         self,
@@ -354,42 +634,49 @@ class FileProvider(KeyProvider):
         replace: str | None = None,
     ) -> KeyInfo:
         with self._write() as db:
-            stages = self._stages(db, name)
+            key, damaged = self._load(db, name)
             if request_token is not None:
                 done = db.execute(
                     "SELECT 1 FROM versions WHERE name = ? AND request_token = ?",
                     (name, request_token),
                 ).fetchone()
                 if done:
-                    return self._info(db, name)
-            pending = stages.get(Stage.PENDING.value)
+                    return self._info(key, damaged)
+            pending = key.stages.get(Stage.PENDING.value)
             check_replace(name, _version_of(pending), replace)
+            changed = []
             if pending is not None:
-                self._retire_row(db, name, pending[1])
-            self._insert_version(db, name, value, Stage.PENDING, self._clock(), request_token, ref)
-            return self._info(db, name)
+                self._retire_row(db, name, pending.version)
+                changed.append(pending.version)
+            version = self._insert_version(
+                db, key, value, Stage.PENDING, self._clock(), request_token, ref
+            )
+            self._retag(db, name, *changed, version)
+            return self._info(*self._load(db, name))
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
         with self._write() as db:
-            stages = self._stages(db, name)
-            pending = stages.get(Stage.PENDING.value)
-            current = stages.get(Stage.CURRENT.value)
+            key, damaged = self._load(db, name)
+            self._refuse_damaged(key, damaged, Stage.PENDING, Stage.PREVIOUS)
+            pending = key.stages.get(Stage.PENDING.value)
+            current = key.stages.get(Stage.CURRENT.value)
             expect_version(name, "pending", _version_of(pending), pending_version)
             expect_version(name, "current", _version_of(current), expected_current)
-            expect_no_previous(name, _version_of(stages.get(Stage.PREVIOUS.value)))
+            expect_no_previous(name, _version_of(key.stages.get(Stage.PREVIOUS.value)))
             assert pending is not None and current is not None
             now = _ts(self._clock())
             db.execute(
                 "UPDATE versions SET stage = 'previous' WHERE name = ? AND version = ?",
-                (name, current[1]),
+                (name, current.version),
             )
             db.execute(
                 "UPDATE versions SET stage = 'current', promoted_at = ? "
                 "WHERE name = ? AND version = ?",
-                (now, name, pending[1]),
+                (now, name, pending.version),
             )
             db.execute("UPDATE keys SET promoted_at = ? WHERE name = ?", (now, name))
-            return self._info(db, name)
+            self._retag(db, name, current.version, pending.version)
+            return self._info(*self._load(db, name))
 
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
         return self._drop_stage(name, Stage.PREVIOUS, expected_previous)
@@ -398,17 +685,21 @@ class FileProvider(KeyProvider):
         return self._drop_stage(name, Stage.PENDING, pending_version)
 
     def _drop_stage(self, name: str, stage: Stage, expected: str) -> KeyInfo:
-        """Idempotent: a stage already gone is success; another version there is a conflict."""
+        """Idempotent: a stage already gone is success; another version there is a conflict.
+        A damaged version may be dropped too: that is how an operator gets rid of it."""
         with self._write() as db:
-            row = self._stages(db, name).get(stage.value)
+            key, _damaged = self._load(db, name)
+            row = key.stages.get(stage.value)
             if row is not None:
                 expect_version(name, stage.value, _version_of(row), expected)
-                self._retire_row(db, name, row[1])
-            return self._info(db, name)
+                self._retire_row(db, name, row.version)
+                self._retag(db, name, row.version)
+            return self._info(*self._load(db, name))
 
     def delete(self, name: str) -> None:
         with self._write() as db:
-            self._stages(db, name)
+            if self._key_row(db, name) is None:
+                raise KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
             db.execute("DELETE FROM versions WHERE name = ?", (name,))
             db.execute("DELETE FROM keys WHERE name = ?", (name,))
 
@@ -422,40 +713,69 @@ class FileProvider(KeyProvider):
             ).fetchall()
         return {key_id: int(count) for key_id, count in rows}
 
-    def reseal(self, batch: int = 100) -> int:
-        """Re-encrypt every value not sealed by the primary master key, ``batch`` rows per
-        transaction, so an interrupted run loses nothing and the next one carries on."""
+    def _not_primary_sql(self) -> tuple[str, tuple[str, ...]]:
+        """Keys with a value sealed, or a row MACed, by a master key other than the primary."""
         primary = self._keyring.primary.key_id
+        like = primary + ":%"
+        return (
+            "SELECT name FROM versions WHERE (key_id != ? AND length(ciphertext) > 0) "
+            "OR mac IS NULL OR mac NOT LIKE ? "
+            "UNION SELECT name FROM keys WHERE mac IS NULL OR mac NOT LIKE ?",
+            (primary, like, like),
+        )
+
+    def reseal(self, batch: int = 100) -> int:
+        """Re-encrypt every value not sealed by the primary master key, and re-MAC every
+        row under it, ``batch`` keys per transaction, so an interrupted run loses nothing and
+        the next one carries on. Every row is verified under its old key first: a tampered
+        row stops the rekey instead of being blessed by the new key."""
+        query, params = self._not_primary_sql()
         total = 0
         while True:
             with self._write() as db:
-                rows = db.execute(
-                    "SELECT name, version, key_id, nonce, ciphertext FROM versions "
-                    "WHERE key_id != ? AND length(ciphertext) > 0 LIMIT ?",
-                    (primary, batch),
-                ).fetchall()
-                for name, version, key_id, nonce, ciphertext in rows:
-                    aad = _aad(name, version)
-                    plaintext = self._keyring.open(Sealed(key_id, nonce, ciphertext), aad)
-                    sealed = self._keyring.seal(plaintext, aad)
-                    db.execute(
-                        "UPDATE versions SET key_id = ?, nonce = ?, ciphertext = ? "
-                        "WHERE name = ? AND version = ?",
-                        (sealed.key_id, sealed.nonce, sealed.ciphertext, name, version),
-                    )
-            total += len(rows)
-            if len(rows) < batch:
+                names = [row[0] for row in db.execute(f"{query} LIMIT {int(batch)}", params)]
+                for name in names:
+                    total += self._reseal_key(db, name)
+            if len(names) < batch:
                 return total
+
+    def _reseal_key(self, db: sqlite3.Connection, name: str) -> int:
+        _key, damaged = self._load(db, name)
+        if damaged:
+            raise IntegrityError(f"key {name!r}: {'; '.join(damaged.values())}; rekey stopped")
+        rows = [
+            VersionRow._make(row)
+            for row in db.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ?", (name,)
+            )
+        ]
+        resealed = 0
+        for row in rows:
+            if row.stage is None and not self._keyring.verify(row.mac_input(), row.mac):
+                raise IntegrityError(
+                    f"key {name!r}: retired version {row.version} failed authentication; "
+                    "rekey stopped"
+                )
+            if row.ciphertext and row.key_id != self._keyring.primary.key_id:
+                aad = _aad(name, row.version)
+                plaintext = self._keyring.open(Sealed(row.key_id, row.nonce, row.ciphertext), aad)
+                sealed = self._keyring.seal(plaintext, aad)
+                db.execute(
+                    "UPDATE versions SET key_id = ?, nonce = ?, ciphertext = ? "
+                    "WHERE name = ? AND version = ?",
+                    (sealed.key_id, sealed.nonce, sealed.ciphertext, name, row.version),
+                )
+                resealed += 1
+        self._retag(db, name, *(row.version for row in rows))
+        return resealed
 
     def forget_master_keys(self) -> None:
         """After a reseal: the store no longer recognises any master key but the primary."""
+        query, params = self._not_primary_sql()
         with self._write() as db:
-            (left,) = db.execute(
-                "SELECT COUNT(*) FROM versions WHERE key_id != ? AND length(ciphertext) > 0",
-                (self._keyring.primary.key_id,),
-            ).fetchone()
+            left = db.execute(f"SELECT COUNT(*) FROM ({query})", params).fetchone()[0]
             if left:
-                raise IntegrityError(f"{left} values are still sealed by old master keys")
+                raise IntegrityError(f"{left} keys are still sealed by old master keys")
             db.execute(
                 "DELETE FROM check_values WHERE key_id != ?", (self._keyring.primary.key_id,)
             )
