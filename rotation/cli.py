@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +30,7 @@ from keyvault.errors import (
     IntegrityError,
     InvalidKeyValue,
     KeyvaultError,
+    ReadOnlyError,
 )
 from keyvault.masterkey import private_dir, write_key_file
 from keyvault.model import (
@@ -355,13 +359,35 @@ def list_keys(state: State, provider: str | None, output_format: str) -> None:
         sys.exit(max(codes))
 
 
-def _outcome_exit_code(outcomes: list[Outcome]) -> int:
+def _outcome_exit_code(outcomes: list[Outcome], *, named: bool) -> int:
+    """The worst exit code among the outcomes. A key named on the command line that cannot
+    be rotated here (read-only) is a usage error; ``--all`` only reports it."""
     codes = [
         (o.error.exit_code if o.error is not None else 1)
         for o in outcomes
         if o.result in (Result.FAILED, Result.NEEDS_STAGING)
     ]
+    if named:
+        codes += [ReadOnlyError.exit_code for o in outcomes if o.result == Result.READ_ONLY]
     return max(codes, default=0)
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[threading.Event]:
+    """SIGINT sets an event the rotation loop checks between keys, so the step in hand
+    finishes and the results so far are printed; a second SIGINT interrupts at once."""
+    stop = threading.Event()
+
+    def interrupted(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+        click.echo("interrupted: finishing the key in hand, then stopping", err=True)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @cli.command()
@@ -380,32 +406,69 @@ def rotate(
     dry_run: bool,
     output_format: str,
 ) -> None:
-    """Advance the rotation of each due key: create, test, promote, retire."""
+    """Advance the rotation of each due key: create, test, promote, retire.
+
+    Interrupted (Ctrl-C), it finishes the key in hand, prints what it did and exits 130.
+    """
     if bool(names) == all_keys:
         raise ConfigError("name the keys to rotate, or pass --all (not both)")
     for name in names:
         validate_name(name)
     kv = state.kv
     rotator = Rotator(kv)
-    if all_keys:
-        swept = sweep(kv, rotator, force=force, dry_run=dry_run)
-        outcomes = swept.outcomes
-        for error in swept.errors:
-            click.echo(f"error: {error}", err=True)
-        for row in swept.rows:
-            if row.status == Status.ERROR:
-                click.echo(f"error: {_row_label(row)}: {row.note}", err=True)
-    else:
-        outcomes = [rotator.advance(name, force=force, dry_run=dry_run) for name in names]
+    unreadable = False
+    with _stop_on_interrupt() as stop:
+        if all_keys:
+            swept = sweep(kv, rotator, force=force, dry_run=dry_run, stop=stop)
+            outcomes = swept.outcomes
+            for error in swept.errors:
+                click.echo(f"error: {error}", err=True)
+            for row in swept.rows:
+                if row.status == Status.ERROR:
+                    click.echo(f"error: {_row_label(row)}: {row.note}", err=True)
+                    unreadable = True
+        else:
+            outcomes = []
+            for name in names:
+                if stop.is_set():
+                    break
+                outcomes.append(rotator.advance(name, force=force, dry_run=dry_run))
     if output_format == "json":
         click.echo(render.dumps([render.outcome_json(o) for o in outcomes]))
     else:
         render.console().print(render.outcome_table(outcomes, dry_run=dry_run))
-    code = _outcome_exit_code(outcomes)
-    if all_keys and (swept.errors or any(r.status == Status.ERROR for r in swept.rows)):
+    if stop.is_set():
+        sys.exit(130)
+    code = _outcome_exit_code(outcomes, named=not all_keys)
+    if unreadable:
         code = max(code, 5)
     if code:
         sys.exit(code)
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--revoked-by-hand",
+    is_flag=True,
+    help="do not call the issuer: you revoked the previous key yourself (logged)",
+)
+@format_option
+@click.pass_obj
+@handles_errors
+def retire(state: State, name: str, revoked_by_hand: bool, output_format: str) -> None:
+    """Retire key NAME's previous (secondary) version now, before its grace period ends.
+
+    The issuer revokes it first, as the rotation job would. With --revoked-by-hand the
+    issuer is not called: for a key the issuer cannot revoke (no recorded id, or a damaged
+    record) that you have revoked upstream yourself. Either way the step is logged.
+    """
+    validate_name(name)
+    info = Rotator(state.kv).retire_now(name, revoked_by_hand=revoked_by_hand)
+    if output_format == "json":
+        click.echo(render.dumps(render.key_json(info)))
+    else:
+        click.echo(f"retired the previous version of {name}; primary {info.current.fingerprint}")
 
 
 @cli.command()

@@ -17,7 +17,10 @@ parameter (``clock``), never read from the wall inside a decision.
 from __future__ import annotations
 
 import enum
+import getpass
 import logging
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +28,7 @@ from datetime import datetime
 import httpx
 
 from keyvault.config import PolicyConfig
-from keyvault.errors import ConflictError, IntegrityError, KeyvaultError
+from keyvault.errors import ConfigError, ConflictError, IntegrityError, KeyvaultError
 from keyvault.model import KeyInfo, check_ref, check_value, utcnow
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
@@ -68,6 +71,13 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.result not in (Result.FAILED, Result.NEEDS_STAGING)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        return f"uid {os.getuid()}"
 
 
 class Rotator:
@@ -267,6 +277,36 @@ class Rotator:
         retired = provider.retire(name, expected_previous=previous.version)
         log.info("key %s: retired %s (%s)", name, previous.version, previous.fingerprint)
         return retired
+
+    def retire_now(self, name: str, *, revoked_by_hand: bool = False) -> KeyInfo:
+        """Retire the previous version before its grace period ends (``keyvault retire``).
+
+        The issuer revokes it first, as in a rotation. ``revoked_by_hand`` skips the issuer
+        for a key it cannot revoke (no recorded id, a damaged record) that the operator
+        revoked upstream: the one way to drop a version without an issuer's revoke, and it
+        is logged with who said so.
+        """
+        provider = self.kv.provider_for(name)
+        info = provider.describe(name)
+        if info.previous is None:
+            raise ConfigError(f"key {name!r} has no previous version to retire")
+        if not revoked_by_hand:
+            if info.problem is not None:
+                raise IntegrityError(
+                    f"key {name!r}: {info.problem}; if you revoked that key upstream yourself, "
+                    f"`keyvault retire {name} --revoked-by-hand`"
+                )
+            return self._retire(name, info)
+        log.warning(
+            "key %s: previous version %s (%s) retired WITHOUT an issuer revoke: %s@%s says it "
+            "was revoked by hand",
+            name,
+            info.previous.version,
+            info.previous.fingerprint,
+            _user(),
+            socket.gethostname(),
+        )
+        return provider.retire(name, expected_previous=info.previous.version)
 
     # -- dry run ---------------------------------------------------------------------------
 

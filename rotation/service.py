@@ -64,10 +64,21 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.sweeps_failed = Counter(
-            "keyvault_sweeps_failed", "sweeps that crashed", registry=self.registry
+            "keyvault_sweeps_failed",
+            "sweeps that crashed or could not read a provider",
+            registry=self.registry,
+        )
+        self.provider_up = Gauge(
+            "keyvault_provider_up",
+            "1 if the last sweep could read the provider, else 0",
+            ("provider",),
+            registry=self.registry,
         )
 
-    def record(self, report: SweepReport, seconds: float) -> None:
+    def record(self, report: SweepReport, seconds: float, providers: list[str]) -> None:
+        down = {row.provider for row in report.unreadable}
+        for provider in providers:
+            self.provider_up.labels(provider).set(0 if provider in down else 1)
         self.key_age.clear()
         self.key_max_age.clear()
         for row in report.rows:
@@ -80,7 +91,10 @@ class ServiceMetrics:
         for outcome in report.outcomes:
             self.rotations.labels(str(outcome.result)).inc()
         self.sweep_seconds.set(seconds)
-        self.last_success.set(time.time())
+        if down:
+            self.sweeps_failed.inc()
+        else:
+            self.last_success.set(time.time())
 
 
 class Service:
@@ -106,6 +120,8 @@ class Service:
         self.stop_event = threading.Event()
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.last_sweep_ok: bool | None = None
+        #: why the last sweep failed, for /healthz (names and error text, never a value)
+        self.last_sweep_problem: str | None = None
         self.last_sweep_at: datetime | None = None
         self.sweeps = 0
         self._http: ThreadingHTTPServer | None = None
@@ -122,18 +138,26 @@ class Service:
                 on_outcome=lambda o: self.notifier.outcome(o, self.kv.config.provider_for(o.key)),
             )
             self.notifier.audit(report.rows)
-            self.metrics.record(report, time.perf_counter() - started)
-            self.last_sweep_ok = True
-            log.info(
-                "sweep done in %.2fs: %d keys, %d rotated, %d failed%s",
+            self.metrics.record(report, time.perf_counter() - started, self.kv.provider_names())
+            unreadable = report.unreadable
+            self.last_sweep_ok = not unreadable
+            self.last_sweep_problem = (
+                "; ".join(f"provider {row.provider} unreadable: {row.note}" for row in unreadable)
+                or None
+            )
+            (log.error if unreadable else log.info)(
+                "sweep %s in %.2fs: %d keys, %d rotated, %d failed%s%s",
+                "failed" if unreadable else "done",
                 time.perf_counter() - started,
-                len(report.rows),
+                report.keys,
                 report.count(Result.ROTATED),
                 report.count(Result.FAILED),
                 " (stopped early)" if report.stopped_early else "",
+                f"; {self.last_sweep_problem}" if unreadable else "",
             )
-        except Exception:
+        except Exception as exc:
             self.last_sweep_ok = False
+            self.last_sweep_problem = f"sweep crashed: {type(exc).__name__}"
             self.metrics.sweeps_failed.inc()
             log.exception("sweep crashed")
         finally:
@@ -202,6 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "status": "ok" if healthy else "unhealthy",
                     "scheduler_running": service.scheduler.running,
                     "last_sweep_ok": service.last_sweep_ok,
+                    "reason": service.last_sweep_problem,
                     "last_sweep_at": None
                     if service.last_sweep_at is None
                     else service.last_sweep_at.isoformat(),

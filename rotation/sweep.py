@@ -37,6 +37,16 @@ class SweepReport:
     def failed(self) -> bool:
         return bool(self.errors) or any(o.result == Result.FAILED for o in self.outcomes)
 
+    @property
+    def unreadable(self) -> list[AuditRow]:
+        """One row per provider the sweep could not read: then the sweep itself failed,
+        however many keys it did rotate elsewhere."""
+        return [row for row in self.rows if row.kind == "provider"]
+
+    @property
+    def keys(self) -> int:
+        return sum(1 for row in self.rows if row.kind != "provider")
+
 
 def sweep(
     kv: KeyVault,
@@ -77,7 +87,7 @@ def _rotate_server_keys(
     kv: KeyVault, report: SweepReport, now: datetime, stop: threading.Event | None
 ) -> None:
     for row in report.rows:
-        if row.kind == "credential" or (stop is not None and stop.is_set()):
+        if row.kind in ("credential", "provider") or (stop is not None and stop.is_set()):
             continue
         provider = kv.provider(row.provider)
         if not isinstance(provider, ServerRotatedKeys):

@@ -522,8 +522,10 @@ class FileProvider(KeyProvider):
 
     def _info(self, key: KeyRow, damaged: dict[str, str]) -> KeyInfo:
         def version_info(stage: Stage) -> VersionInfo | None:
+            # a damaged version is still listed (named in ``problem``), so an operator can
+            # see and retire it; its value is never served
             row = key.stages.get(stage.value)
-            return None if row is None or stage.value in damaged else row.info()
+            return None if row is None else row.info()
 
         current = version_info(Stage.CURRENT)
         assert current is not None  # _verified saw it
