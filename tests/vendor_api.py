@@ -39,6 +39,7 @@ class VendorState:
         self.seen: list[str] = []  # fingerprints of the keys presented, in order
         self.statuses: collections.Counter[int] = collections.Counter()
         self.webhooks: list[dict[str, Any]] = []
+        self.paths: list[str] = []  # raw request paths, as sent
 
     def add_key(self, value: str, *, key_id: str | None = None) -> str:
         with self.lock:
@@ -110,6 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body() if method in ("POST", "PUT") else {}
         with state.lock:
             state.requests += 1
+            state.paths.append(self.path)
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
             scripted = state.script.popleft() if state.script else None
