@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -78,8 +79,18 @@ class BaoServer:
             time.sleep(0.1)
         raise RuntimeError(f"bao did not become healthy in {timeout}s")
 
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections are accepted, nothing answers)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)  # a paused server cannot act on TERM
             self._proc.terminate()
             try:
                 self._proc.wait(10)

@@ -1,10 +1,12 @@
 """The in-process key cache: one entry per (provider, key), kept apart from refresh policy.
 
 A hit is one attribute read, one clock call and one comparison, with no lock and no copy:
-the entry is an immutable object swapped whole. Misses take the lock, so a hundred threads
-missing at once make one backend fetch (single flight) and then all read the new entry.
-When the backend is down, the last keyset is served for up to ``max_stale`` and a warning
-is logged once per outage.
+the entry is an immutable object swapped whole. A cold miss takes the lock, so a hundred
+threads missing at once make one backend fetch (single flight). Once an entry exists, an
+expired one is refreshed by one caller while every other caller is served the entry at
+once: a backend that hangs costs one caller one timeout per retry interval, never a queue
+of callers behind the lock. When the backend fails, the last keyset is served for up to
+``max_stale`` and a warning is logged once per outage.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from keyvault.errors import BackendUnavailableError
+from keyvault.errors import EnvironmentMismatch, KeyvaultError
 from keyvault.model import KeySet
 
 log = logging.getLogger("keyvault.cache")
@@ -65,8 +67,19 @@ class KeyCache:
     def get(self) -> KeySet:
         """The cached keyset, fetching it when missing or older than its (jittered) TTL."""
         entry = self._entry
-        if entry is not None and self._clock() < entry.fresh_until:
+        if entry is None:
+            return self._load(stale=None)
+        now = self._clock()
+        if now < entry.fresh_until:
             return entry.keyset
+        if now - entry.fetched_at <= self.max_stale:
+            # usable: one caller refreshes; the others do not wait behind it
+            if not self._lock.acquire(blocking=False):
+                return entry.keyset
+            try:
+                return self._load_locked(stale=None, force=False)
+            finally:
+                self._lock.release()
         return self._load(stale=None)
 
     def peek(self) -> KeySet | None:
@@ -85,30 +98,38 @@ class KeyCache:
 
     def _load(self, *, stale: KeySet | None, force: bool = False) -> KeySet:
         with self._lock:
-            entry = self._entry
-            now = self._clock()
-            if entry is not None:
-                if force and stale is not None and entry.keyset is not stale:
-                    return entry.keyset  # someone refreshed while we waited for the lock
-                if not force and now < entry.fresh_until:
-                    return entry.keyset  # someone filled it while we waited
-            try:
-                keyset = self._fetch()
-            except BackendUnavailableError as exc:
-                return self._serve_stale(entry, now, exc)
-            self.fetches += 1
-            lifetime = self.ttl * (1 - self.jitter * self._rng())
-            self._entry = CacheEntry(keyset, now, now + lifetime)
-            if self._warned_stale:
-                log.info("key %s: backend reachable again, cache refreshed", self.name)
-                self._warned_stale = False
-            if self._on_fetch is not None:
-                self._on_fetch(keyset)
-            return keyset
+            return self._load_locked(stale=stale, force=force)
 
-    def _serve_stale(
-        self, entry: CacheEntry | None, now: float, exc: BackendUnavailableError
-    ) -> KeySet:
+    def _load_locked(self, *, stale: KeySet | None, force: bool) -> KeySet:
+        entry = self._entry
+        now = self._clock()
+        if entry is not None:
+            if force and stale is not None and entry.keyset is not stale:
+                return entry.keyset  # someone refreshed while we waited for the lock
+            if not force and now < entry.fresh_until:
+                return entry.keyset  # someone filled it while we waited
+        try:
+            keyset = self._fetch()
+        except EnvironmentMismatch:
+            raise  # the guard is never bypassed by a cached value
+        except KeyvaultError as exc:
+            # down, hung past its timeout, denied, or an entry another tool broke: the last
+            # good keyset is still the best answer, for up to max_stale
+            return self._serve_stale(entry, self._clock(), exc)
+        now = self._clock()
+        self.fetches += 1
+        lifetime = self.ttl * (1 - self.jitter * self._rng())
+        self._entry = CacheEntry(keyset, now, now + lifetime)
+        if self._warned_stale:
+            log.info("key %s: backend reachable again, cache refreshed", self.name)
+            self._warned_stale = False
+        if self._on_fetch is not None:
+            self._on_fetch(keyset)
+        return keyset
+
+    def _serve_stale(self, entry: CacheEntry | None, now: float, exc: KeyvaultError) -> KeySet:
+        """``now`` is read after the failed fetch: a fetch that hung for its whole timeout
+        must not leave an entry that is already due again."""
         if entry is None or now - entry.fetched_at > self.max_stale:
             raise exc
         if not self._warned_stale:
