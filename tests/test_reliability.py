@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import hvac
 import pytest
@@ -126,3 +127,51 @@ def test_a_paused_openbao_costs_one_caller_one_timeout(paused_bao: BaoServer) ->
     clock.now += STALE_RETRY_INTERVAL + 1
     assert cache.get().primary.secret.reveal() == raw
     provider.close()
+
+
+# -- edits made outside keyvault (OpenBao) ---------------------------------------------------------
+
+
+def _foreign_edits(vault_root: hvac.Client, path: str) -> dict[str, Callable[[], object]]:
+    kv2 = vault_root.secrets.kv.v2
+    return {
+        "patch current to a string": lambda: kv2.patch(
+            path=path, secret={"current": "hand-typed"}, mount_point="secret"
+        ),
+        "put a plain value": lambda: kv2.create_or_update_secret(
+            path=path, secret={"value": "hand-typed"}, mount_point="secret"
+        ),
+        "soft delete": lambda: kv2.delete_latest_version_of_secret(path=path, mount_point="secret"),
+    }
+
+
+@pytest.mark.parametrize("edit", ["patch current to a string", "put a plain value", "soft delete"])
+def test_a_foreign_edit_is_an_error_for_that_key_alone(
+    vault_provider: VaultProvider, vault_root: hvac.Client, vault_prefix: str, edit: str
+) -> None:
+    from keyvault.client.cache import KeyCache
+    from keyvault.model import BrokenKey
+    from rotation.audit import audit
+    from tests.rotation_helpers import make_kv
+
+    raw = canary()
+    vault_provider.create("svc/edited", SecretValue(raw))
+    vault_provider.create("svc/fine", SecretValue(canary()))
+    clock = ManualClock()
+    cache = KeyCache(
+        lambda: vault_provider.get_keyset("svc/edited"), ttl=60, max_stale=3600, clock=clock
+    )
+    assert cache.get().primary.secret.reveal() == raw
+    _foreign_edits(vault_root, vault_prefix + "svc/edited")[edit]()
+
+    listed = {info.name: info for info in vault_provider.list_keys()}
+    assert isinstance(listed["svc/edited"], BrokenKey)
+    assert not isinstance(listed["svc/fine"], BrokenKey)
+    rows = {row.name: row for row in audit(make_kv(vault_provider), datetime.now(UTC))}
+    assert rows["svc/edited"].status == "error" and rows["svc/edited"].error_code in (3, 6)
+    assert rows["svc/fine"].status == "ok"
+    with pytest.raises(KeyvaultError) as excinfo:
+        vault_provider.get_keyset("svc/edited")
+    assert not isinstance(excinfo.value, BackendUnavailableError)
+    clock.now += 120  # past the TTL: the app keeps the last good key within max_stale
+    assert cache.get().primary.secret.reveal() == raw

@@ -39,11 +39,14 @@ from keyvault.errors import (
     BackendUnavailableError,
     ConfigError,
     ConflictError,
+    IntegrityError,
+    InvalidKeyName,
     KeyExistsError,
     KeyNotFoundError,
     KeyvaultError,
 )
 from keyvault.model import (
+    BrokenKey,
     KeyInfo,
     KeySet,
     KeyVersion,
@@ -52,6 +55,7 @@ from keyvault.model import (
     VersionInfo,
     key_path,
     utcnow,
+    validate_name,
 )
 from keyvault.providers.base import (
     KeyProvider,
@@ -275,7 +279,20 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         except KeyNotFoundError:
             raise KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}") from None
         data = response["data"]
-        return dict(data["data"]), int(data["metadata"]["version"])
+        doc = data.get("data")
+        self._check_doc(name, doc)
+        return dict(doc), int(data["metadata"]["version"])
+
+    def _check_doc(self, name: str, doc: Any) -> None:
+        """A document someone else wrote (`bao kv put`, `bao kv patch`) is an integrity
+        error for this key alone, never a raw TypeError and never a silently missing key."""
+        problem = _doc_problem(doc)
+        if problem is not None:
+            raise IntegrityError(
+                f"key {name!r} in provider {self.name!r}: the entry at "
+                f"{self.mount}/{self._path(name)} is not a keyvault document ({problem}); it "
+                "was edited outside keyvault: restore a good version (`bao kv rollback`)"
+            )
 
     def _write_doc(self, name: str, doc: dict[str, Any], cas: int) -> KeyInfo:
         path = self._path(name)
@@ -402,16 +419,26 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
                     names.append(folder + entry)
         return sorted(names)
 
-    def list_keys(self) -> list[KeyInfo]:
+    def list_keys(self) -> list[KeyInfo | BrokenKey]:
         names = self.list_names()
         with ThreadPoolExecutor(max_workers=self.list_concurrency) as pool:
-            infos = list(pool.map(self._info_from_metadata, names))
+            infos = list(pool.map(self._listed, names))
         return [info for info in infos if info is not None]
 
-    def list_keys_sequential(self) -> list[KeyInfo]:
+    def list_keys_sequential(self) -> list[KeyInfo | BrokenKey]:
         """The one-by-one listing, kept for the benchmark's baseline."""
-        infos = [self._info_from_metadata(name) for name in self.list_names()]
+        infos = [self._listed(name) for name in self.list_names()]
         return [info for info in infos if info is not None]
+
+    def _listed(self, name: str) -> KeyInfo | BrokenKey | None:
+        """One key's listing row: its info, a BrokenKey for an entry keyvault cannot use
+        (malformed, foreign, soft-deleted, a name outside the naming rules), or None when
+        it vanished between the folder listing and this read."""
+        try:
+            validate_name(name)
+            return self._info_from_metadata(name)
+        except (IntegrityError, InvalidKeyName) as exc:
+            return BrokenKey(name, self.name, exc)
 
     def _info_from_metadata(self, name: str) -> KeyInfo | None:
         path = self._path(name)
@@ -425,9 +452,17 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             )["data"]
         except KeyNotFoundError:
             return None  # deleted between list and read
+        current_version = str(data.get("current_version"))
+        latest = (data.get("versions") or {}).get(current_version) or {}
+        if latest.get("deletion_time") or latest.get("destroyed"):
+            raise IntegrityError(
+                f"key {name!r} in provider {self.name!r}: KV version {current_version} at "
+                f"{self.mount}/{path} was deleted outside keyvault (`bao kv undelete` restores "
+                "a soft delete)"
+            )
         meta = data.get("custom_metadata") or {}
         info = None
-        if meta.get(META_PREFIX + "kv_version") == str(data.get("current_version")):
+        if meta.get(META_PREFIX + "kv_version") == current_version:
             info = _info_from_index(name, self.name, meta)
         if info is not None:
             return info
@@ -590,6 +625,45 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
 
 
 # -- plain functions over documents and metadata -------------------------------------------------
+
+
+def _entry_problem(stage: str, entry: Any) -> str | None:
+    if not isinstance(entry, Mapping):
+        return f"{stage} is not an entry"
+    if not isinstance(entry.get("version"), str | int) or isinstance(entry.get("version"), bool):
+        return f"{stage} has no version"
+    if not isinstance(entry.get("value"), str) or not entry["value"]:
+        return f"{stage} has no value"
+    for field in ("created_at", "ref", "request_token"):
+        if entry.get(field) is not None and not isinstance(entry[field], str):
+            return f"{stage}.{field} is not text"
+    try:
+        _parse_time(entry.get("created_at"))
+    except ValueError:
+        return f"{stage}.created_at is not a time"
+    return None
+
+
+def _doc_problem(doc: Any) -> str | None:
+    """What makes ``doc`` not a keyvault document, or None."""
+    if not isinstance(doc, Mapping):
+        return "not a JSON object"
+    if not doc.get("current"):
+        return "no current entry"
+    for stage in _STAGES:
+        entry = doc.get(stage.value)
+        if entry:
+            problem = _entry_problem(stage.value, entry)
+            if problem is not None:
+                return problem
+    for field in ("environment", "promoted_at"):
+        if doc.get(field) is not None and not isinstance(doc[field], str):
+            return f"{field} is not text"
+    try:
+        _parse_time(doc.get("promoted_at"))
+    except ValueError:
+        return "promoted_at is not a time"
+    return None
 
 
 def _version_of(entry: Mapping[str, Any] | None) -> str | None:
