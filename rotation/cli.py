@@ -448,6 +448,27 @@ def rotate(
 
 @cli.command()
 @click.argument("name")
+@format_option
+@click.pass_obj
+@handles_errors
+def discard(state: State, name: str, output_format: str) -> None:
+    """Drop key NAME's pending version without promoting it: a value staged by mistake, or
+    one another tool put there (which rotation never promotes). The issuer is not called."""
+    validate_name(name)
+    backend = state.kv.provider_for(name)
+    info = backend.describe(name)
+    if info.pending is None:
+        raise ConfigError(f"key {name!r} has no pending version to discard")
+    dropped = info.pending
+    after = backend.discard_pending(name, pending_version=dropped.version)
+    if output_format == "json":
+        click.echo(render.dumps(render.key_json(after)))
+    else:
+        click.echo(f"discarded pending version {dropped.version} ({dropped.fingerprint}) of {name}")
+
+
+@cli.command()
+@click.argument("name")
 @click.option(
     "--revoked-by-hand",
     is_flag=True,

@@ -27,9 +27,10 @@ from datetime import datetime
 
 import httpx
 
-from keyvault.config import PolicyConfig
+from keyvault.config import GRACE_MARGIN, PolicyConfig
 from keyvault.errors import ConfigError, ConflictError, IntegrityError, KeyvaultError
 from keyvault.model import KeyInfo, check_ref, check_value, utcnow
+from keyvault.providers.base import KeyProvider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
 from rotation.errors import IssuerError, NeedsStaging, VerificationFailed
@@ -88,11 +89,16 @@ class Rotator:
         issuers: IssuerCache | None = None,
         clock: Callable[[], datetime] = utcnow,
         probe_client: httpx.Client | None = None,
+        backend_clock: Callable[[KeyProvider], datetime | None] | None = None,
     ) -> None:
         self.kv = kv
         self.issuers = issuers or IssuerCache(kv)
         self.clock = clock
         self._probe_client = probe_client
+        #: the backend's clock (its own time, where it shows one); a parameter for tests
+        self.backend_clock = backend_clock or (lambda provider: provider.backend_time_or_none())
+        #: provider -> seconds this machine's clock is ahead of the backend's (last seen)
+        self.clock_skew: dict[str, float] = {}
 
     # -- one key ---------------------------------------------------------------------------
 
@@ -114,7 +120,12 @@ class Rotator:
             if dry_run:
                 return self._plan(info, policy, now, force)
 
-            if info.previous is not None and self._retire_due(info, policy, now, force):
+            if (
+                info.previous is not None
+                and self._retire_due(info, policy, now, force)
+                # due by our clock: only then is the backend's asked, and it must agree
+                and self._retire_due(info, policy, self._agreed_now(provider, now), force)
+            ):
                 step = Step.RETIRE
                 info = self._retire(name, info)
                 steps.append(Step.RETIRE)
@@ -198,6 +209,26 @@ class Rotator:
         # a forced rotation with a previous key still in grace revokes and retires it first:
         # a promotion may never drop it unrevoked
         return force and info.previous is not None
+
+    def _agreed_now(self, provider: KeyProvider, now: datetime) -> datetime:
+        """The earlier of our clock and the backend's: a replica whose clock runs ahead
+        never retires (revokes) a previous key early. Skew beyond the grace margin is
+        logged and kept for the service's metric."""
+        backend = self.backend_clock(provider)
+        if backend is None:
+            return now
+        skew = (now - backend).total_seconds()
+        self.clock_skew[provider.name] = skew
+        if abs(skew) > GRACE_MARGIN.total_seconds():
+            log.warning(
+                "provider %s: this machine's clock is %+.0fs off the backend's, more than the "
+                "grace margin (%s); retire decisions use the earlier clock, but fix the clock "
+                "(NTP)",
+                provider.name,
+                skew,
+                GRACE_MARGIN,
+            )
+        return min(now, backend)
 
     def _window_open(self, policy: PolicyConfig, now: datetime) -> bool:
         return policy.window is None or policy.window.is_open(now)

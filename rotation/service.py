@@ -68,6 +68,12 @@ class ServiceMetrics:
             "sweeps that crashed or could not read a provider",
             registry=self.registry,
         )
+        self.clock_skew = Gauge(
+            "keyvault_clock_skew_seconds",
+            "how far this machine's clock runs ahead of the backend's (negative: behind)",
+            ("provider",),
+            registry=self.registry,
+        )
         self.provider_up = Gauge(
             "keyvault_provider_up",
             "1 if the last sweep could read the provider, else 0",
@@ -139,6 +145,8 @@ class Service:
             )
             self.notifier.audit(report.rows)
             self.metrics.record(report, time.perf_counter() - started, self.kv.provider_names())
+            for provider, skew in self.rotator.clock_skew.items():
+                self.metrics.clock_skew.labels(provider).set(skew)
             unreadable = report.unreadable
             self.last_sweep_ok = not unreadable
             self.last_sweep_problem = (

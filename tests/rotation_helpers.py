@@ -83,10 +83,16 @@ def make_kv(provider: Any, **config: Any) -> KeyVault:
     return KeyVault(parse_config(data), providers={provider.name: provider})
 
 
-def make_rotator(kv: KeyVault, issuer: Any, clock: Clock) -> Rotator:
+def make_rotator(
+    kv: KeyVault, issuer: Any, clock: Clock, *, backend_ahead: timedelta = timedelta()
+) -> Rotator:
+    """A rotator on the test clock; the backend's clock is the same clock moved by
+    ``backend_ahead`` (negative: this machine runs ahead of the backend)."""
     issuers = IssuerCache(kv)
     issuers.register("generated", issuer)
-    return Rotator(kv, issuers=issuers, clock=clock)
+    return Rotator(
+        kv, issuers=issuers, clock=clock, backend_clock=lambda _: clock() + backend_ahead
+    )
 
 
 def now_clock() -> Clock:

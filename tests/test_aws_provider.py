@@ -25,10 +25,12 @@ from keyvault.errors import (
     IntegrityError,
     KeyNotFoundError,
 )
+from keyvault.model import KeyInfo
 from keyvault.providers import build_provider
 from keyvault.providers.aws import AwsProvider, kms_key_info
 from keyvault.secret import SecretValue
 from rotation.cli import cli
+from rotation.engine import Result
 from tests.fixtures_aws import REGION, aws_clients
 from tests.leaks import assert_not_leaked, canary
 
@@ -135,23 +137,77 @@ def test_promote_loses_to_a_label_moved_under_it(aws_provider: AwsProvider) -> N
 
 
 def test_tags_lagging_a_crashed_promote_do_not_mislead(aws_provider: AwsProvider) -> None:
+    """Killed after the label moved, before the tags: the resume still knows the new
+    current, its fingerprint, the previous, and when (at the latest) it was promoted."""
     old, new = SecretValue(canary()), SecretValue(canary())
     v1 = aws_provider.create("lag", old).current.version
     staged = aws_provider.stage("lag", new)
+    assert staged.pending is not None
+    calls = {"tag": 0}
+
+    def crash_after_the_intent(**_: Any) -> None:
+        calls["tag"] += 1
+        if calls["tag"] > 1:  # the promoting intent went through; the final tags do not
+            raise ClientError({"Error": {"Code": "InternalServiceError"}}, "TagResource")
+
+    event = "before-call.secrets-manager.TagResource"
+    aws_provider.client.meta.events.register(event, crash_after_the_intent)
+    before = aws_provider._clock()
+    with pytest.raises(BackendUnavailableError):
+        aws_provider.promote("lag", pending_version=staged.pending.version, expected_current=v1)
+    aws_provider.client.meta.events.unregister(event, crash_after_the_intent)
+    (info,) = aws_provider.list_keys()
+    assert isinstance(info, KeyInfo)
+    assert info.current.version == staged.pending.version
+    assert info.current.fingerprint == new.fingerprint
+    assert info.previous is not None and info.previous.fingerprint == old.fingerprint
+    assert info.pending is None and info.problem is None
+    assert info.promoted_at is not None and info.promoted_at >= before.replace(microsecond=0)
+
+
+def test_a_crash_before_the_label_moves_changes_nothing(aws_provider: AwsProvider) -> None:
+    v1 = aws_provider.create("early", SecretValue(canary())).current.version
+    staged = aws_provider.stage("early", SecretValue(canary()))
     assert staged.pending is not None
 
     def crash(**_: Any) -> None:
         raise ClientError({"Error": {"Code": "InternalServiceError"}}, "TagResource")
 
-    aws_provider.client.meta.events.register("before-call.secrets-manager.TagResource", crash)
+    event = "before-call.secrets-manager.TagResource"
+    aws_provider.client.meta.events.register(event, crash)
     with pytest.raises(BackendUnavailableError):
-        aws_provider.promote("lag", pending_version=staged.pending.version, expected_current=v1)
-    aws_provider.client.meta.events.unregister("before-call.secrets-manager.TagResource", crash)
-    (info,) = aws_provider.list_keys()
-    assert info.current.version == staged.pending.version
-    assert info.current.fingerprint == new.fingerprint
-    assert info.previous is not None and info.previous.fingerprint == old.fingerprint
-    assert info.pending is None
+        aws_provider.promote("early", pending_version=staged.pending.version, expected_current=v1)
+    aws_provider.client.meta.events.unregister(event, crash)
+    info = aws_provider.describe("early")
+    assert info.current.version == v1 and info.pending is not None
+
+
+def test_a_pending_version_from_another_tool_is_reported_never_promoted(
+    aws_provider: AwsProvider,
+) -> None:
+    from tests.rotation_helpers import RecordingIssuer, make_kv, make_rotator, now_clock
+
+    clock = now_clock()
+    old = SecretValue(canary())
+    aws_provider.create("foreign", old, created_at=clock.now - timedelta(days=100))
+    aws_provider.client.put_secret_value(
+        SecretId=aws_provider.prefix + "foreign",
+        SecretString=canary("foreign"),
+        VersionStages=["AWSPENDING"],
+        ClientRequestToken=str(uuid.uuid4()),
+    )
+    info = aws_provider.describe("foreign")
+    assert info.problem is not None and "not staged by keyvault" in info.problem
+    issuer = RecordingIssuer()
+    rotator = make_rotator(make_kv(aws_provider), issuer, clock)
+    for force in (False, True):
+        outcome = rotator.advance("foreign", force=force)
+        assert outcome.result == Result.FAILED and "not staged by keyvault" in outcome.detail
+    assert aws_provider.get_keyset("foreign").primary.secret == old
+    assert issuer.created == []
+    assert info.pending is not None
+    aws_provider.discard_pending("foreign", pending_version=info.pending.version)
+    assert rotator.advance("foreign").result == Result.ROTATED
 
 
 def test_value_field(kms_key_id: str) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import hvac
 import pytest
@@ -12,8 +13,11 @@ import pytest
 from keyvault.client.cache import STALE_RETRY_INTERVAL, KeyCache
 from keyvault.errors import BackendUnavailableError, KeyvaultError
 from keyvault.model import KeySet, KeyVersion
+from keyvault.providers.aws import AwsProvider
+from keyvault.providers.file import FileProvider
 from keyvault.providers.vault import VaultProvider
 from keyvault.secret import SecretValue
+from rotation.engine import Result
 from tests.leaks import canary
 from tests.servers import BaoServer
 
@@ -175,3 +179,37 @@ def test_a_foreign_edit_is_an_error_for_that_key_alone(
     assert not isinstance(excinfo.value, BackendUnavailableError)
     clock.now += 120  # past the TTL: the app keeps the last good key within max_stale
     assert cache.get().primary.secret.reveal() == raw
+
+
+# -- clocks ---------------------------------------------------------------------------------
+
+
+def test_a_replica_whose_clock_runs_ahead_never_retires_early(
+    file_provider: FileProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.rotation_helpers import RecordingIssuer, make_kv, make_rotator, now_clock
+
+    clock = now_clock()
+    issuer = RecordingIssuer()
+    kv = make_kv(file_provider)
+    file_provider.create("svc/a", SecretValue(canary()), created_at=clock.now - timedelta(99))
+    assert make_rotator(kv, issuer, clock).advance("svc/a").result == Result.ROTATED
+    ahead = make_rotator(kv, issuer, clock, backend_ahead=-timedelta(hours=2))
+    clock.advance(timedelta(days=7, hours=1))  # past grace by our clock, not by the backend's
+    with caplog.at_level(logging.WARNING):
+        outcome = ahead.advance("svc/a")
+    assert outcome.result == Result.UNCHANGED and issuer.revoked == []
+    assert "clock is +7200s off the backend's" in caplog.text
+    assert ahead.clock_skew == {"local": 7200.0}
+    clock.advance(timedelta(hours=1, minutes=1))
+    assert ahead.advance("svc/a").result == Result.RETIRED
+    assert len(issuer.revoked) == 1
+
+
+def test_vault_and_aws_report_their_own_clocks(
+    vault_provider: VaultProvider, aws_provider: AwsProvider
+) -> None:
+    for provider in (vault_provider, aws_provider):
+        backend = provider.backend_time()
+        assert backend is not None
+        assert abs((backend - datetime.now(UTC)).total_seconds()) < 120

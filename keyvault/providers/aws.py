@@ -25,6 +25,7 @@ Every botocore exception is mapped once, in :meth:`AwsProvider._call`.
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import logging
 import uuid
@@ -371,14 +372,26 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         current = version_info(CURRENT)
         if current is None:
             raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no current version")
+        pending = version_info(PENDING)
+        problem = None
+        if pending is not None and pending.version not in (
+            tags.get(TAG + "pending-version"),
+            tags.get(STAGING_TAG),
+        ):
+            problem = (
+                f"pending version {pending.version} was not staged by keyvault (another tool "
+                f"set AWSPENDING); it is never tested or promoted: `keyvault discard {name}` "
+                "drops it"
+            )
         return KeyInfo(
             name=name,
             provider=self.name,
             current=current,
             previous=version_info(PREVIOUS),
-            pending=version_info(PENDING),
+            pending=pending,
             environment=tags.get(TAG + "environment"),
-            promoted_at=_parse_time(tags.get(TAG + "promoted-at")),
+            promoted_at=_promoted_at(tags, current.version),
+            problem=problem,
         )
 
     def list_keys(self) -> list[KeyInfo]:
@@ -538,8 +551,13 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         replaced = info.pending
         check_replace(name, replaced.version if replaced else None, replace)
         secret_string = self._string_for(name, value)
-        if ref is not None:  # keyed by the value's fingerprint: no other writer's tag to clobber
-            self._tag(name, {_ref_tag(value.fingerprint): ref})
+        # before the put: a version under AWSPENDING that no keyvault stage announced is
+        # another tool's. Every racer announces the same id (it derives from the token);
+        # refs are keyed by the value's fingerprint, so no other writer's tag is clobbered.
+        intent = {STAGING_TAG: version}
+        if ref is not None:
+            intent[_ref_tag(value.fingerprint)] = ref
+        self._tag(name, intent)
         try:
             self.client.put_secret_value(
                 SecretId=self._secret_id(name),
@@ -573,6 +591,10 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         expect_version(name, "current", info.current.version, expected_current)
         expect_no_previous(name, info.previous.version if info.previous else None)
         assert info.pending is not None
+        # before the label moves: a crash between the move and the tags below still leaves
+        # when (at the latest) the promotion happened, so a resume never shortens the grace
+        stamp = max(filter(None, (self._clock(), self.backend_time_or_none())))
+        self._tag(name, {PROMOTING_TAG: f"{pending_version} {_iso(stamp)}"})
         try:  # the read above is advisory; this call is the compare-and-set
             self.client.update_secret_version_stage(
                 SecretId=self._secret_id(name),
@@ -609,7 +631,8 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         tags = {
             **_info_tags("current", new),
             **_info_tags("previous", old),
-            TAG + "promoted-at": _iso(self._clock()),
+            TAG + "promoted-at": _iso(stamp),
+            TAG + "promoted-version": new.version,
         }
         stale = [
             key
@@ -617,8 +640,19 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             if key not in tags
         ]
         self._tag(name, tags)  # first: a crash before the untag leaves the truth findable
-        self._untag(name, [*_stage_tag_keys("pending"), *stale])
+        self._untag(name, [*_stage_tag_keys("pending"), *stale, STAGING_TAG, PROMOTING_TAG])
         return self.describe(name)
+
+    def backend_time(self) -> datetime | None:
+        """The ``Date`` header of a one-item ListSecrets (AWS's clock, to the second)."""
+        response = self._call("ListSecrets", "*", lambda: self.client.list_secrets(MaxResults=1))
+        date = (response.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
+        if not date:
+            return None
+        try:
+            return email.utils.parsedate_to_datetime(date).astimezone(UTC)
+        except (TypeError, ValueError):
+            return None
 
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
         info = self.describe(name)
@@ -635,7 +669,9 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             return info
         expect_version(name, "pending", info.pending.version, pending_version)
         self._remove_label(name, PENDING, pending_version)
-        self._untag(name, [*_stage_tag_keys("pending"), _ref_tag(info.pending.fingerprint)])
+        self._untag(
+            name, [*_stage_tag_keys("pending"), _ref_tag(info.pending.fingerprint), STAGING_TAG]
+        )
         return self.describe(name)
 
     def _remove_label(self, name: str, label: str, version: str) -> None:
@@ -717,6 +753,25 @@ def kms_key_info(
         auto_rotation=bool(rotation_status.get("KeyRotationEnabled")),
         rotation_period=timedelta(days=int(period)) if period else None,
     )
+
+
+STAGING_TAG = TAG + "staging"
+PROMOTING_TAG = TAG + "promoting"
+
+
+def _promoted_at(tags: Mapping[str, str], current: str) -> datetime | None:
+    """When ``current`` became current, from tags bound to that version: the tags a finished
+    promote wrote, else the intent a crashed one wrote just before the label moved. Tags
+    about another version are never taken for this one (None: the grace is unknown, and
+    nothing is retired on a guess)."""
+    if tags.get(TAG + "promoted-version") == current:
+        return _parse_time(tags.get(TAG + "promoted-at"))
+    version, _, when = tags.get(PROMOTING_TAG, "").partition(" ")
+    if version == current:
+        return _parse_time(when)
+    if TAG + "promoted-version" not in tags and PROMOTING_TAG not in tags:
+        return _parse_time(tags.get(TAG + "promoted-at"))  # written before versions were bound
+    return None
 
 
 def _tags(entry: Mapping[str, Any]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NoReturn
 
-from keyvault.errors import ConflictError, ReadOnlyError
+from keyvault.errors import ConflictError, KeyvaultError, ReadOnlyError
 from keyvault.model import BrokenKey, KeyInfo, KeySet, KeyVersion, ServerKeyInfo
 from keyvault.secret import SecretValue
 
@@ -115,6 +115,18 @@ class KeyProvider(ABC):
         self._refuse_write("delete")
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def backend_time(self) -> datetime | None:
+        """The backend's own clock, where it shows one (Vault, AWS), so decisions about grace
+        periods do not rest on one replica's clock. None where the backend is this machine."""
+        return None
+
+    def backend_time_or_none(self) -> datetime | None:
+        """:meth:`backend_time`, or None when the backend cannot say right now."""
+        try:
+            return self.backend_time()
+        except KeyvaultError:
+            return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections. Safe to call twice."""

@@ -508,6 +508,14 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         doc["pending"] = self._entry(doc, value, request_token, ref)
         return self._write_doc(name, doc, cas=kv_version)
 
+    def backend_time(self) -> datetime | None:
+        """``server_time_utc`` from ``sys/health`` (unauthenticated)."""
+        health = self._call(
+            "read health of", "sys/health", lambda: self.client.sys.read_health_status(method="GET")
+        )
+        stamp = health.get("server_time_utc") if isinstance(health, Mapping) else None
+        return None if stamp is None else datetime.fromtimestamp(int(stamp), UTC)
+
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
         doc, kv_version = self._read_doc(name)
         pending, current = doc.get("pending"), doc.get("current")
@@ -516,7 +524,9 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         expect_no_previous(name, _version_of(doc.get("previous")))
         doc["previous"], doc["current"] = current, pending
         doc.pop("pending")
-        doc["promoted_at"] = _iso(self._clock())
+        # the later of our clock and the server's: a replica whose clock is behind never
+        # dates a promotion early (which would shorten the grace period)
+        doc["promoted_at"] = _iso(max(filter(None, (self._clock(), self.backend_time_or_none()))))
         return self._write_doc(name, doc, cas=kv_version)
 
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
