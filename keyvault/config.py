@@ -268,6 +268,8 @@ class HttpIssuerConfig(_Strict):
     admin_key: KeyName | None = None  # a keyvault key holding the admin credential
     admin_header: str = "Authorization"
     key_header: str = "Authorization"  # how verify presents the key being checked
+    #: the header that carries a rotation's idempotency key on create (empty: not sent)
+    idempotency_header: str = "Idempotency-Key"
     timeout: float = Field(default=10.0, gt=0)
 
 

@@ -148,6 +148,18 @@ class KeySet:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A rotation's intent, recorded before its issuer is asked for a key: who is about to
+    create the next version, for which rotation (``token``), since when. Other runners stand
+    down instead of minting keys of their own; a claim whose owner died is taken over after
+    its lease, and the next run knows an issuer key may already exist for ``token``."""
+
+    token: str
+    owner: str
+    claimed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class VersionInfo:
     """A version's metadata: what an audit may see."""
 
@@ -177,6 +189,8 @@ class KeyInfo:
     #: version that failed authentication): the primary is still served, the rotation
     #: engine refuses to act, and the audit reports the key as an error
     problem: str | None = None
+    #: a rotation that is creating the next version (see :class:`Claim`)
+    claim: Claim | None = None
 
 
 @dataclass(frozen=True, slots=True)

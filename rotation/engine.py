@@ -21,9 +21,10 @@ import getpass
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 
@@ -34,11 +35,15 @@ from keyvault.providers.base import KeyProvider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
 from rotation.errors import IssuerError, NeedsStaging, VerificationFailed
-from rotation.issuers import Issued, IssuerCache
+from rotation.issuers import Issued, IssuerCache, create_key, idempotency_key
 from rotation.issuers.requests import header_value, send
 from rotation.status import key_status, needs_rotation, retire_at
 
 log = logging.getLogger("keyvault.rotation")
+
+#: how long a rotation's claim keeps other runners away: far longer than a create and a
+#: stage take, short enough that a crashed runner's rotation resumes within a sweep or two
+CLAIM_LEASE = timedelta(minutes=10)
 
 
 class Step(enum.StrEnum):
@@ -90,6 +95,7 @@ class Rotator:
         clock: Callable[[], datetime] = utcnow,
         probe_client: httpx.Client | None = None,
         backend_clock: Callable[[KeyProvider], datetime | None] | None = None,
+        claim_lease: timedelta = CLAIM_LEASE,
     ) -> None:
         self.kv = kv
         self.issuers = issuers or IssuerCache(kv)
@@ -97,6 +103,9 @@ class Rotator:
         self._probe_client = probe_client
         #: the backend's clock (its own time, where it shows one); a parameter for tests
         self.backend_clock = backend_clock or (lambda provider: provider.backend_time_or_none())
+        self.claim_lease = claim_lease
+        #: who this runner is in the claims it records (host, pid and a random part)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         #: provider -> seconds this machine's clock is ahead of the backend's (last seen)
         self.clock_skew: dict[str, float] = {}
 
@@ -234,36 +243,77 @@ class Rotator:
         return policy.window is None or policy.window.is_open(now)
 
     def _create(self, name: str, info: KeyInfo) -> KeyInfo | None:
+        """Claim, then create, then stage. The claim is recorded (with compare-and-set)
+        before the issuer is asked, so a losing runner never mints a key, and a crash after
+        the issuer answered leaves a record the next run resumes: it asks again with the
+        same idempotency key (an issuer that honours it returns the same key, which is then
+        adopted) and says so in the log."""
         provider = self.kv.provider_for(name)
         issuer = self.issuers.for_key(name)
-        issued: Issued = issuer.create(name)
+        token = f"rotate:{name}:{info.current.version}"
+        held, taken_over = provider.claim(
+            name,
+            token=token,
+            owner=self.owner,
+            expected_current=info.current.version,
+            lease=self.claim_lease,
+        )
+        if not held:
+            return None
+        if taken_over is not None:
+            log.warning(
+                "key %s: resuming rotation %s claimed by %s at %s that never staged its key; "
+                "asking the issuer again with the same idempotency key",
+                name,
+                token,
+                taken_over.owner,
+                taken_over.claimed_at,
+            )
+        try:
+            issued: Issued = create_key(issuer, name, idempotency_key(token))
+        except BaseException:
+            provider.release_claim(name, token=token, owner=self.owner)
+            raise
         try:
             check_value(issued.value.reveal())
             if issued.ref is not None:
                 check_ref(issued.ref)
         except KeyvaultError as exc:
-            self._withdraw(name, issued)
+            self._withdraw(name, issued, token)
             raise IssuerError(f"key {name!r}: the issuer returned an unusable key: {exc}") from None
-        token = f"rotate:{name}:{info.current.version}"
         try:
             staged = provider.stage(name, issued.value, request_token=token, ref=issued.ref)
         except ConflictError:
-            self._withdraw(name, issued)
+            self._withdraw(name, issued, token)
             return None
+        except KeyvaultError:
+            # the stage may or may not have landed: look before revoking anything. Ours
+            # staged -> the next run tests and promotes it; not staged -> revoke it now; the
+            # backend unreadable -> keep the claim, which tells the next run
+            pending = provider.describe(name).pending
+            if pending is None or pending.fingerprint != issued.value.fingerprint:
+                self._withdraw(name, issued, token)
+            raise
         if staged.pending is None or staged.pending.fingerprint != issued.value.fingerprint:
-            self._withdraw(name, issued)  # another runner's stage with the same token won
+            self._withdraw(name, issued, token)  # another runner's stage with the same token won
             return None
         log.info("key %s: staged %s", name, issued.value.fingerprint)
         return staged
 
-    def _withdraw(self, name: str, issued: Issued) -> None:
-        """Revoke a key we made but could not stage, so no orphan stays valid upstream."""
+    def _withdraw(self, name: str, issued: Issued, token: str) -> None:
+        """Revoke a key we made but could not stage, so no orphan stays valid upstream; once
+        it is revoked, the claim is ended (if the backend lets us)."""
         try:
             self.issuers.for_key(name).revoke(name, issued.value, issued.ref)
         except KeyvaultError as exc:
             log.warning(
                 "key %s: could not revoke unused key %s: %s", name, issued.value.fingerprint, exc
             )
+            return
+        try:
+            self.kv.provider_for(name).release_claim(name, token=token, owner=self.owner)
+        except KeyvaultError as exc:
+            log.warning("key %s: could not end the claim on rotation %s: %s", name, token, exc)
 
     def _test(self, name: str) -> None:
         provider = self.kv.provider_for(name)

@@ -84,14 +84,23 @@ def make_kv(provider: Any, **config: Any) -> KeyVault:
 
 
 def make_rotator(
-    kv: KeyVault, issuer: Any, clock: Clock, *, backend_ahead: timedelta = timedelta()
+    kv: KeyVault,
+    issuer: Any,
+    clock: Clock,
+    *,
+    backend_ahead: timedelta = timedelta(),
+    claim_lease: timedelta = timedelta(minutes=10),
 ) -> Rotator:
     """A rotator on the test clock; the backend's clock is the same clock moved by
     ``backend_ahead`` (negative: this machine runs ahead of the backend)."""
     issuers = IssuerCache(kv)
     issuers.register("generated", issuer)
     return Rotator(
-        kv, issuers=issuers, clock=clock, backend_clock=lambda _: clock() + backend_ahead
+        kv,
+        issuers=issuers,
+        clock=clock,
+        backend_clock=lambda _: clock() + backend_ahead,
+        claim_lease=claim_lease,
     )
 
 

@@ -14,11 +14,14 @@ from keyvault.client.cache import STALE_RETRY_INTERVAL, KeyCache
 from keyvault.errors import BackendUnavailableError, KeyvaultError
 from keyvault.model import KeySet, KeyVersion
 from keyvault.providers.aws import AwsProvider
+from keyvault.providers.base import KeyProvider
 from keyvault.providers.file import FileProvider
 from keyvault.providers.vault import VaultProvider
 from keyvault.secret import SecretValue
 from rotation.engine import Result
+from rotation.issuers import Issued
 from tests.leaks import canary
+from tests.rotation_helpers import RecordingIssuer
 from tests.servers import BaoServer
 
 
@@ -213,3 +216,143 @@ def test_vault_and_aws_report_their_own_clocks(
         backend = provider.backend_time()
         assert backend is not None
         assert abs((backend - datetime.now(UTC)).total_seconds()) < 120
+
+
+# -- the issuer window: claims before keys are minted ----------------------------------------------
+
+
+class Killed(BaseException):
+    """A kill -9 stand-in: not an error any code path handles."""
+
+
+class IdempotentIssuer(RecordingIssuer):
+    """An issuer that, like an API honouring Idempotency-Key, answers a repeated key with
+    the key it made the first time; it counts what is live upstream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_key: dict[str, Issued] = {}
+        self.minted = 0
+
+    def create(self, key_name: str, *, idempotency_key: str | None = None) -> Issued:
+        if idempotency_key in self.by_key:
+            return self.by_key[idempotency_key]
+        issued = super().create(key_name)
+        self.minted += 1
+        if idempotency_key is not None:
+            self.by_key[idempotency_key] = issued
+        return issued
+
+
+class KillOnStage:
+    """A provider whose process dies right after the issuer answered, before the stage."""
+
+    def __init__(self, inner: KeyProvider) -> None:
+        self._inner = inner
+
+    def __getattr__(self, attr: str) -> object:
+        if attr == "stage":
+
+            def killed(*args: object, **kwargs: object) -> None:
+                raise Killed
+
+            return killed
+        return getattr(self._inner, attr)
+
+
+def test_a_crash_between_create_and_stage_is_resumed_and_adopted(
+    provider: KeyProvider, key_name: Callable[[str], str]
+) -> None:
+    """Killed after the issuer made a key: the claim stays; the next run takes it over after
+    the lease, asks again with the same idempotency key, and adopts the same key: nothing
+    live upstream that keyvault does not track."""
+    from tests.rotation_helpers import make_kv, make_rotator, now_clock
+
+    clock = now_clock()
+    issuer = IdempotentIssuer()
+    name, old = key_name("window"), SecretValue(canary())
+    provider.create(name, old, created_at=clock.now - timedelta(days=99))
+    dying = make_rotator(make_kv(KillOnStage(provider)), issuer, clock)
+    with pytest.raises(Killed):
+        dying.advance(name)
+    assert issuer.minted == 1
+    info = provider.describe(name)
+    assert info.pending is None
+
+    other = make_rotator(make_kv(provider), issuer, clock)  # a new process, within the lease
+    waiting = other.advance(name)
+    assert waiting.result == Result.CONFLICT and issuer.minted == 1
+
+    resumed = make_rotator(make_kv(provider), issuer, clock, claim_lease=timedelta(0))
+    outcome = resumed.advance(name)
+    assert outcome.result == Result.ROTATED, outcome.detail
+    assert issuer.minted == 1, "the resumed rotation adopted the key the dead one made"
+    assert provider.get_keyset(name).primary.secret == issuer.created[0]
+    assert provider.describe(name).claim is None or provider.name == "aws"
+
+
+def test_losing_runners_mint_no_keys(provider: KeyProvider, key_name: Callable[[str], str]) -> None:
+    from tests.rotation_helpers import make_kv, make_rotator, now_clock
+
+    clock = now_clock()
+    issuer = IdempotentIssuer()
+    name = key_name("mint")
+    provider.create(name, SecretValue(canary()), created_at=clock.now - timedelta(days=99))
+    kv = make_kv(provider)
+    barrier = threading.Barrier(4)
+    results: list[Result] = []
+
+    def run() -> None:
+        rotator = make_rotator(kv, issuer, clock)
+        barrier.wait()
+        results.append(rotator.advance(name).result)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(Result.ROTATED) == 1, results
+    assert issuer.minted == 1, "only the runner holding the claim asked the issuer"
+    assert issuer.revoked == []
+
+
+def test_http_issuer_sends_the_idempotency_key_and_the_vendor_honours_it(
+    file_provider: FileProvider,
+) -> None:
+    from keyvault.config import parse_config
+    from keyvault.registry import KeyVault
+    from rotation.issuers.http import HttpIssuer
+    from tests.vendor_api import VendorAPI
+
+    vendor = VendorAPI().start()
+    try:
+        admin = canary("admin")
+        vendor.state.admin_keys.add(admin)
+        file_provider.create("vendor/admin", SecretValue(admin))
+        config = parse_config(
+            {
+                "providers": {"local": {"type": "file"}},
+                "issuers": {
+                    "vendor": {
+                        "type": "http",
+                        "create": {"url": f"{vendor.url}/admin/keys", "method": "POST"},
+                        "key_path": "data.secret",
+                        "id_path": "data.id",
+                        "admin_key": "vendor/admin",
+                    }
+                },
+            }
+        )
+        kv = KeyVault(config, providers={"local": file_provider})
+        builtin = config.issuers["vendor"].builtin()
+        assert builtin is not None
+        issuer = HttpIssuer(builtin, kv)  # type: ignore[arg-type]
+        first = issuer.create("svc/a", idempotency_key="k-1")
+        again = issuer.create("svc/a", idempotency_key="k-1")
+        other = issuer.create("svc/a", idempotency_key="k-2")
+        assert first.value == again.value and first.ref == again.ref
+        assert other.value != first.value
+        assert len(vendor.state.keys) == 2
+    finally:
+        vendor.stop()

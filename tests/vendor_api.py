@@ -40,6 +40,7 @@ class VendorState:
         self.statuses: collections.Counter[int] = collections.Counter()
         self.webhooks: list[dict[str, Any]] = []
         self.paths: list[str] = []  # raw request paths, as sent
+        self.idempotent: dict[str, tuple[str, str]] = {}  # Idempotency-Key -> (id, value)
 
     def add_key(self, value: str, *, key_id: str | None = None) -> str:
         with self.lock:
@@ -177,9 +178,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(401, {"error": "admin key required"})
                 return
             if method == "POST":
-                value = "vk-" + secrets.token_urlsafe(24)
-                key_id = state.add_key(value)
-                self._reply(201, {"data": {"id": key_id, "secret": value}})
+                # honours Idempotency-Key: the same key asks again, the same key comes back
+                token = self.headers.get("idempotency-key")
+                with state.lock:
+                    known = state.idempotent.get(token) if token else None
+                if known is None:
+                    value = "vk-" + secrets.token_urlsafe(24)
+                    known = (state.add_key(value), value)
+                    if token:
+                        with state.lock:
+                            state.idempotent[token] = known
+                self._reply(201, {"data": {"id": known[0], "secret": known[1]}})
                 return
             if method == "DELETE":
                 key_id = path.rsplit("/", 1)[-1]

@@ -25,6 +25,7 @@ Every botocore exception is mapped once, in :meth:`AwsProvider._call`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import json
 import logging
@@ -47,11 +48,21 @@ from keyvault.errors import (
     KeyNotFoundError,
     KeyvaultError,
 )
-from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo, VersionInfo, key_path, utcnow
+from keyvault.model import (
+    Claim,
+    KeyInfo,
+    KeySet,
+    KeyVersion,
+    ServerKeyInfo,
+    VersionInfo,
+    key_path,
+    utcnow,
+)
 from keyvault.providers.base import (
     KeyProvider,
     ServerRotatedKeys,
     check_replace,
+    claim_decision,
     expect_no_previous,
     expect_version,
 )
@@ -581,7 +592,74 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         self._tag(name, _version_tags("pending", version, value, self._clock()))
         if replaced is not None and replaced.fingerprint != value.fingerprint:
             self._untag(name, [_ref_tag(replaced.fingerprint)])
+        if request_token is not None:
+            self._end_claim(name, request_token)  # the claimed rotation has staged its key
         return self.describe(name)
+
+    def _claim_version(self, name: str, token: str) -> str:
+        return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{self._secret_id(name)}\x00claim\x00{token}"))
+
+    def claim(
+        self,
+        name: str,
+        *,
+        token: str,
+        owner: str,
+        expected_current: str,
+        lease: timedelta,
+    ) -> tuple[bool, Claim | None]:
+        """A claim is a version under the custom label KEYVAULTCLAIM whose id derives from
+        the token: every runner of one rotation writes the same id, and AWS lets only the
+        first body through (``ResourceExistsException``) — a compare-and-set that needs no
+        tag. It holds no secret and never becomes current."""
+        info = self.describe(name)
+        if info.current.version != expected_current or info.pending is not None:
+            return False, None
+        version = self._claim_version(name, token)
+        body = json.dumps({"keyvault_claim": token, "owner": owner})
+        try:
+            self.client.put_secret_value(
+                SecretId=self._secret_id(name),
+                SecretString=body,
+                ClientRequestToken=version,
+                VersionStages=[CLAIM_LABEL],
+            )
+            return True, None
+        except boto_errors.ClientError as exc:
+            if _code(exc) != "ResourceExistsException":
+                raise map_boto_error(exc, "PutSecretValue", self._secret_id(name)) from None
+        existing = self._call(
+            "GetSecretValue",
+            name,
+            lambda: self.client.get_secret_value(SecretId=self._secret_id(name), VersionId=version),
+        )
+        try:
+            holder = str(json.loads(existing.get("SecretString") or "{}").get("owner", ""))
+        except ValueError:
+            holder = ""
+        prior = Claim(token, holder, _aware(existing.get("CreatedDate")))
+        now = max(filter(None, (self._clock(), self.backend_time_or_none())))
+        return claim_decision(prior, token=token, owner=owner, now=now, lease=lease)
+
+    def release_claim(self, name: str, *, token: str, owner: str) -> None:
+        version = self._claim_version(name, token)
+        try:
+            existing = self.client.get_secret_value(
+                SecretId=self._secret_id(name), VersionId=version
+            )
+        except boto_errors.ClientError:
+            return
+        try:
+            holder = json.loads(existing.get("SecretString") or "{}").get("owner")
+        except ValueError:
+            return
+        if holder == owner:
+            self._end_claim(name, token)
+
+    def _end_claim(self, name: str, token: str) -> None:
+        # the label may have moved on (a newer claim) or be gone: then nothing is left to end
+        with contextlib.suppress(KeyvaultError):
+            self._remove_label(name, CLAIM_LABEL, self._claim_version(name, token))
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
         info = self.describe(name)
@@ -756,6 +834,7 @@ def kms_key_info(
 
 
 STAGING_TAG = TAG + "staging"
+CLAIM_LABEL = "KEYVAULTCLAIM"
 PROMOTING_TAG = TAG + "promoting"
 
 

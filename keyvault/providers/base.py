@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 from keyvault.errors import ConflictError, KeyvaultError, ReadOnlyError
-from keyvault.model import BrokenKey, KeyInfo, KeySet, KeyVersion, ServerKeyInfo
+from keyvault.model import BrokenKey, Claim, KeyInfo, KeySet, KeyVersion, ServerKeyInfo
 from keyvault.secret import SecretValue
 
 
@@ -90,6 +90,30 @@ class KeyProvider(ABC):
         """
         self._refuse_write("stage a version of")
 
+    def claim(
+        self,
+        name: str,
+        *,
+        token: str,
+        owner: str,
+        expected_current: str,
+        lease: timedelta,
+    ) -> tuple[bool, Claim | None]:
+        """Record, with compare-and-set, that ``owner`` is about to ask the issuer for the
+        next version of ``name`` (rotation ``token``), before it does.
+
+        Returns ``(held, taken_over)``: ``held`` is True when ``owner`` holds the claim now
+        (new, already its own, or taken over from a claim older than ``lease``, returned as
+        ``taken_over``); False when another owner's claim is live, a pending version exists
+        or the current version is no longer ``expected_current``. Staging with
+        ``request_token=token`` ends the claim; so does :meth:`release_claim`.
+        """
+        self._refuse_write("claim a rotation of")
+
+    def release_claim(self, name: str, *, token: str, owner: str) -> None:
+        """End ``owner``'s claim for ``token`` (a failed create); a no-op otherwise."""
+        self._refuse_write("release a claim on")
+
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
         """Atomically: pending → current, current → previous.
 
@@ -156,6 +180,21 @@ def expect_no_previous(name: str, previous: str | None) -> None:
             f"key {name!r} still has previous version {previous}, which may be live at its "
             "issuer: retire it (`keyvault rotate`, which revokes it first) before promoting"
         )
+
+
+def claim_decision(
+    current_claim: Claim | None, *, token: str, owner: str, now: datetime, lease: timedelta
+) -> tuple[bool, Claim | None]:
+    """Whether ``owner`` may hold the claim for ``token`` now, and the stale claim it takes
+    over if any: the rule every backend applies inside its compare-and-set."""
+    if current_claim is None or current_claim.owner == owner:
+        return True, None
+    if current_claim.token != token:
+        return True, current_claim  # a claim on an older current version: long finished
+    started = current_claim.claimed_at
+    if started is None or now - started > lease:
+        return True, current_claim
+    return False, None
 
 
 def check_replace(name: str, pending: str | None, replace: str | None) -> None:

@@ -28,9 +28,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from keyvault.crypto import Keyring, Sealed
 from keyvault.errors import (
@@ -45,6 +45,7 @@ from keyvault.errors import (
 from keyvault.masterkey import private_dir
 from keyvault.model import (
     BrokenKey,
+    Claim,
     KeyInfo,
     KeySet,
     KeyVersion,
@@ -56,6 +57,7 @@ from keyvault.model import (
 from keyvault.providers.base import (
     KeyProvider,
     check_replace,
+    claim_decision,
     expect_no_previous,
     expect_version,
 )
@@ -78,7 +80,10 @@ CREATE TABLE IF NOT EXISTS keys (
     environment TEXT,
     next_version INTEGER NOT NULL,
     promoted_at TEXT,
-    mac TEXT
+    mac TEXT,
+    claim_token TEXT,
+    claim_owner TEXT,
+    claimed_at TEXT
 );
 CREATE TABLE IF NOT EXISTS versions (
     name TEXT NOT NULL REFERENCES keys(name) ON DELETE CASCADE,
@@ -147,6 +152,11 @@ class VersionRow(NamedTuple):
         )
 
 
+_KEY_COLUMNS = (
+    "name, environment, next_version, promoted_at, mac, claim_token, claim_owner, claimed_at"
+)
+
+
 @dataclass(frozen=True)
 class KeyRow:
     name: str
@@ -154,8 +164,24 @@ class KeyRow:
     next_version: int
     promoted_at: str | None
     mac: str | None
+    claim_token: str | None
+    claim_owner: str | None
+    claimed_at: str | None
     #: the staged versions (stage -> row), as stored
     stages: dict[str, VersionRow] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, row: Any, stages: dict[str, VersionRow]) -> KeyRow:
+        name, environment, next_version, promoted_at, mac, token, owner, claimed_at = row
+        return cls(
+            name, environment, next_version, promoted_at, mac, token, owner, claimed_at, stages
+        )
+
+    @property
+    def claim(self) -> Claim | None:
+        if self.claim_token is None or self.claim_owner is None:
+            return None
+        return Claim(self.claim_token, self.claim_owner, _dt(self.claimed_at))
 
     def mac_input(self) -> bytes:
         """The key's own fields and which version holds each stage, so a row moved into a
@@ -164,7 +190,15 @@ class KeyRow:
             (stage.value, self.stages[stage.value].version if stage.value in self.stages else None)
             for stage in Stage
         )
-        fields = (self.name, self.environment, self.next_version, self.promoted_at, held)
+        fields: tuple[Any, ...] = (
+            self.name,
+            self.environment,
+            self.next_version,
+            self.promoted_at,
+            held,
+        )
+        if self.claim_token is not None or self.claim_owner is not None:
+            fields += (self.claim_token, self.claim_owner, self.claimed_at)
         return b"keyvault/v1\x00key\x00" + repr(fields).encode()
 
 
@@ -285,8 +319,10 @@ class FileProvider(KeyProvider):
             self._db.execute("ALTER TABLE versions ADD COLUMN issuer_ref TEXT")
         if "mac" not in columns:
             self._db.execute("ALTER TABLE versions ADD COLUMN mac TEXT")
-        if "mac" not in {row[1] for row in self._db.execute("PRAGMA table_info(keys)")}:
-            self._db.execute("ALTER TABLE keys ADD COLUMN mac TEXT")
+        key_columns = {row[1] for row in self._db.execute("PRAGMA table_info(keys)")}
+        for column in ("mac", "claim_token", "claim_owner", "claimed_at"):
+            if column not in key_columns:
+                self._db.execute(f"ALTER TABLE keys ADD COLUMN {column} TEXT")
 
     def _check_master_key(self, create: bool) -> None:
         """Fail at open, not at first read, when the master key is not this store's; and
@@ -420,10 +456,7 @@ class FileProvider(KeyProvider):
         self._tag_key(db, name)
 
     def _key_row(self, db: sqlite3.Connection, name: str) -> KeyRow | None:
-        found = db.execute(
-            "SELECT name, environment, next_version, promoted_at, mac FROM keys WHERE name = ?",
-            (name,),
-        ).fetchone()
+        found = db.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE name = ?", (name,)).fetchone()
         if found is None:
             return None
         stages = {
@@ -433,7 +466,7 @@ class FileProvider(KeyProvider):
                 (name,),
             )
         }
-        return KeyRow(found[0], found[1], found[2], found[3], found[4], stages)
+        return KeyRow.of(found, stages)
 
     def _verified(self, key: KeyRow) -> dict[str, str]:
         """Check a key's MACs. A bad key row or primary is an IntegrityError for the whole
@@ -538,6 +571,7 @@ class FileProvider(KeyProvider):
             environment=key.environment,
             promoted_at=_dt(key.promoted_at),
             problem="; ".join(damaged.values()) or None,
+            claim=key.claim,
         )
 
     # -- reading ---------------------------------------------------------------------------
@@ -576,11 +610,7 @@ class FileProvider(KeyProvider):
     def list_keys(self) -> list[KeyInfo | BrokenKey]:
         with self._read() as db:
             keys = {
-                row[0]: row
-                for row in db.execute(
-                    "SELECT name, environment, next_version, promoted_at, mac FROM keys "
-                    "ORDER BY name"
-                )
+                row[0]: row for row in db.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY name")
             }
             stages: dict[str, dict[str, VersionRow]] = {}
             for row in db.execute(
@@ -589,7 +619,7 @@ class FileProvider(KeyProvider):
                 stages.setdefault(row[0], {})[row[2]] = VersionRow._make(row)
         listed: list[KeyInfo | BrokenKey] = []
         for name, row in keys.items():
-            key = KeyRow(row[0], row[1], row[2], row[3], row[4], stages.get(name, {}))
+            key = KeyRow.of(row, stages.get(name, {}))
             try:
                 listed.append(self._info(key, self._verified(key)))
             except IntegrityError as exc:
@@ -653,8 +683,50 @@ class FileProvider(KeyProvider):
             version = self._insert_version(
                 db, key, value, Stage.PENDING, self._clock(), request_token, ref
             )
+            if request_token is not None and key.claim_token == request_token:
+                self._set_claim(db, name, None)  # the claimed rotation has staged its key
             self._retag(db, name, *changed, version)
             return self._info(*self._load(db, name))
+
+    def claim(
+        self,
+        name: str,
+        *,
+        token: str,
+        owner: str,
+        expected_current: str,
+        lease: timedelta,
+    ) -> tuple[bool, Claim | None]:
+        with self._write() as db:
+            key, _damaged = self._load(db, name)
+            current = key.stages.get(Stage.CURRENT.value)
+            if _version_of(current) != expected_current or Stage.PENDING.value in key.stages:
+                return False, None
+            held, taken_over = claim_decision(
+                key.claim, token=token, owner=owner, now=self._clock(), lease=lease
+            )
+            if held and key.claim != Claim(token, owner, _dt(key.claimed_at)):
+                self._set_claim(db, name, Claim(token, owner, self._clock()))
+                self._tag_key(db, name)
+            return held, taken_over
+
+    def release_claim(self, name: str, *, token: str, owner: str) -> None:
+        with self._write() as db:
+            key, _damaged = self._load(db, name)
+            if key.claim_token == token and key.claim_owner == owner:
+                self._set_claim(db, name, None)
+                self._tag_key(db, name)
+
+    def _set_claim(self, db: sqlite3.Connection, name: str, claim: Claim | None) -> None:
+        db.execute(
+            "UPDATE keys SET claim_token = ?, claim_owner = ?, claimed_at = ? WHERE name = ?",
+            (
+                None if claim is None else claim.token,
+                None if claim is None else claim.owner,
+                None if claim is None else _ts(claim.claimed_at),
+                name,
+            ),
+        )
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
         with self._write() as db:

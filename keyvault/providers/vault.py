@@ -47,6 +47,7 @@ from keyvault.errors import (
 )
 from keyvault.model import (
     BrokenKey,
+    Claim,
     KeyInfo,
     KeySet,
     KeyVersion,
@@ -61,6 +62,7 @@ from keyvault.providers.base import (
     KeyProvider,
     ServerRotatedKeys,
     check_replace,
+    claim_decision,
     expect_no_previous,
     expect_version,
 )
@@ -349,6 +351,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             pending=version_info(Stage.PENDING),
             environment=doc.get("environment"),
             promoted_at=_parse_time(doc.get("promoted_at")),
+            claim=_claim_of(doc),
         )
 
     def _entry(
@@ -505,6 +508,9 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         ):
             return self._info_from_doc(name, doc)
         check_replace(name, _version_of(doc.get("pending")), replace)
+        claim = _claim_of(doc)
+        if request_token is not None and claim is not None and claim.token == request_token:
+            doc.pop("claim")  # the claimed rotation has staged its key
         doc["pending"] = self._entry(doc, value, request_token, ref)
         return self._write_doc(name, doc, cas=kv_version)
 
@@ -515,6 +521,40 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         )
         stamp = health.get("server_time_utc") if isinstance(health, Mapping) else None
         return None if stamp is None else datetime.fromtimestamp(int(stamp), UTC)
+
+    def claim(
+        self,
+        name: str,
+        *,
+        token: str,
+        owner: str,
+        expected_current: str,
+        lease: timedelta,
+    ) -> tuple[bool, Claim | None]:
+        doc, kv_version = self._read_doc(name)
+        if _version_of(doc.get("current")) != expected_current or doc.get("pending"):
+            return False, None
+        now = max(filter(None, (self._clock(), self.backend_time_or_none())))
+        current_claim = _claim_of(doc)
+        held, taken_over = claim_decision(
+            current_claim, token=token, owner=owner, now=now, lease=lease
+        )
+        if not held:
+            return False, None
+        if current_claim is None or (current_claim.token, current_claim.owner) != (token, owner):
+            doc["claim"] = {"token": token, "owner": owner, "at": _iso(now)}
+            try:
+                self._write_doc(name, doc, cas=kv_version)
+            except ConflictError:
+                return False, None  # another runner claimed (or staged) first
+        return True, taken_over
+
+    def release_claim(self, name: str, *, token: str, owner: str) -> None:
+        doc, kv_version = self._read_doc(name)
+        claim = _claim_of(doc)
+        if claim is not None and (claim.token, claim.owner) == (token, owner):
+            doc.pop("claim")
+            self._write_doc(name, doc, cas=kv_version)
 
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
         doc, kv_version = self._read_doc(name)
@@ -669,11 +709,28 @@ def _doc_problem(doc: Any) -> str | None:
     for field in ("environment", "promoted_at"):
         if doc.get(field) is not None and not isinstance(doc[field], str):
             return f"{field} is not text"
+    claim = doc.get("claim")
+    if claim is not None:
+        if not isinstance(claim, Mapping) or not all(
+            isinstance(claim.get(f), str) for f in ("token", "owner", "at")
+        ):
+            return "claim is not a claim"
+        try:
+            _parse_time(claim["at"])
+        except ValueError:
+            return "claim.at is not a time"
     try:
         _parse_time(doc.get("promoted_at"))
     except ValueError:
         return "promoted_at is not a time"
     return None
+
+
+def _claim_of(doc: Mapping[str, Any]) -> Claim | None:
+    claim = doc.get("claim")
+    if not isinstance(claim, Mapping) or not claim.get("token") or not claim.get("owner"):
+        return None
+    return Claim(str(claim["token"]), str(claim["owner"]), _parse_time(claim.get("at")))
 
 
 def _version_of(entry: Mapping[str, Any] | None) -> str | None:

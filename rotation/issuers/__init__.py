@@ -10,6 +10,8 @@ old key stop working (``revoke``, idempotent: revoking twice is fine). Built-in 
 
 from __future__ import annotations
 
+import inspect
+import uuid
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from keyvault.registry import KeyVault
 
 ENTRY_POINT_GROUP = "keyvault.issuers"
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("0d6f3f52-61c4-4f0e-8a1e-2f4b1c9e7a15")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,21 @@ class Issuer(Protocol):
         """Raise VerificationFailed (or IssuerError when it cannot tell) unless the key works."""
 
     def revoke(self, key_name: str, value: SecretValue, ref: str | None) -> None: ...
+
+
+def idempotency_key(token: str) -> str:
+    """An opaque, stable key for one rotation (``Idempotency-Key`` style): the same token
+    always gives the same key, so an issuer that honours it returns the same new key when a
+    resumed rotation asks again."""
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, token))
+
+
+def create_key(issuer: Issuer, key_name: str, key: str) -> Issued:
+    """``issuer.create``, with the idempotency key for issuers whose ``create`` takes one
+    (plugins written before it existed still work)."""
+    if "idempotency_key" in inspect.signature(issuer.create).parameters:
+        return issuer.create(key_name, idempotency_key=key)  # type: ignore[call-arg]
+    return issuer.create(key_name)
 
 
 def build_issuer(kv: KeyVault, name: str) -> Issuer:

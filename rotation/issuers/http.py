@@ -30,14 +30,19 @@ class HttpIssuer:
         admin = self.kv.keyset(self.config.admin_key).primary.secret
         return {self.config.admin_header: header_value(self.config.admin_header, admin)}
 
-    def create(self, key_name: str) -> Issued:
+    def create(self, key_name: str, *, idempotency_key: str | None = None) -> Issued:
+        """With ``idempotency_key`` (one per rotation), an API that honours the header
+        returns the key it made the first time when a resumed rotation asks again."""
         spec = self.config.create
+        headers = self._admin_headers()
+        if idempotency_key is not None and self.config.idempotency_header:
+            headers[self.config.idempotency_header] = idempotency_key
         response = send(
             self.client,
             spec,
             purpose="create",
             values={"name": key_name},
-            headers=self._admin_headers(),
+            headers=headers,
         )
         if response.status_code not in spec.expect:
             raise IssuerError(f"create request {spec.url} answered {response.status_code}")
