@@ -339,6 +339,9 @@ class ServiceConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=1, le=65535)
     interval: Duration = timedelta(hours=1)
+    #: how long a rotation's claim (recorded before its issuer is asked) keeps other runners
+    #: away; a crashed runner's rotation is resumed by the next run after this
+    claim_lease: Duration = timedelta(minutes=10)
 
 
 #: how much longer than the client cache TTL a grace period must be, so that every client

@@ -41,10 +41,6 @@ from rotation.status import key_status, needs_rotation, retire_at
 
 log = logging.getLogger("keyvault.rotation")
 
-#: how long a rotation's claim keeps other runners away: far longer than a create and a
-#: stage take, short enough that a crashed runner's rotation resumes within a sweep or two
-CLAIM_LEASE = timedelta(minutes=10)
-
 
 class Step(enum.StrEnum):
     CREATE = "create"
@@ -95,7 +91,7 @@ class Rotator:
         clock: Callable[[], datetime] = utcnow,
         probe_client: httpx.Client | None = None,
         backend_clock: Callable[[KeyProvider], datetime | None] | None = None,
-        claim_lease: timedelta = CLAIM_LEASE,
+        claim_lease: timedelta | None = None,
     ) -> None:
         self.kv = kv
         self.issuers = issuers or IssuerCache(kv)
@@ -103,7 +99,7 @@ class Rotator:
         self._probe_client = probe_client
         #: the backend's clock (its own time, where it shows one); a parameter for tests
         self.backend_clock = backend_clock or (lambda provider: provider.backend_time_or_none())
-        self.claim_lease = claim_lease
+        self.claim_lease = kv.config.service.claim_lease if claim_lease is None else claim_lease
         #: who this runner is in the claims it records (host, pid and a random part)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         #: provider -> seconds this machine's clock is ahead of the backend's (last seen)

@@ -13,7 +13,7 @@ class Status(enum.StrEnum):
     OK = "ok"
     DUE = "due"  # past warn age: the scheduler rotates it
     OVERDUE = "overdue"  # past max age
-    ROTATING = "rotating"  # a pending version, or a secondary still in grace
+    ROTATING = "rotating"  # a pending version, or a secondary not yet retired
     READ_ONLY = "read-only"  # env keys: age reported, never rotated here
     ERROR = "error"  # the provider could not be read
 
@@ -48,8 +48,9 @@ def key_status(info: KeyInfo, policy: PolicyConfig, now: datetime) -> Status:
         return Status.READ_ONLY
     if info.pending is not None:
         return Status.ROTATING
-    until = retire_at(info, policy)
-    if until is not None and now < until:
+    if info.previous is not None:
+        # in grace, or past it and waiting to be retired: either way the rotation is not
+        # finished, and the sweep must come back to revoke and retire the previous key
         return Status.ROTATING
     if current_age is not None and current_age >= policy.effective_warn_age:
         return Status.DUE

@@ -14,6 +14,14 @@ from keyvault.providers.file import FileProvider
 pytest_plugins = ["tests.fixtures_vault", "tests.fixtures_aws"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos-all",
+        action="store_true",
+        help="tests/chaos: kill at every I/O point, not an even sample of them",
+    )
+
+
 class Clock:
     """A clock tests move by hand: time is a parameter, never the wall clock."""
 

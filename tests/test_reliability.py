@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import hvac
 import pytest
@@ -356,3 +357,43 @@ def test_http_issuer_sends_the_idempotency_key_and_the_vendor_honours_it(
         assert len(vendor.state.keys) == 2
     finally:
         vendor.stop()
+
+
+def test_readers_never_see_a_torn_write(tmp_path: Path) -> None:
+    """A reader on its own connection while another promotes and retires in a loop: each
+    read is one snapshot, so a key row and its version rows always agree (their MACs)."""
+    from keyvault.crypto import Keyring, MasterKey
+
+    ring = Keyring([MasterKey.generate()])
+    writer = FileProvider("local", tmp_path / "s.db", ring, create=True)
+    reader = FileProvider("local", tmp_path / "s.db", ring)
+    writer.create("svc/a", SecretValue(canary()))
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                reader.get_keyset("svc/a")
+                reader.describe("svc/a")
+            except Exception as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for _ in range(150):
+            info = writer.describe("svc/a")
+            if info.previous is not None:
+                info = writer.retire("svc/a", expected_previous=info.previous.version)
+            staged = writer.stage("svc/a", SecretValue(canary()))
+            assert staged.pending is not None
+            writer.promote(
+                "svc/a",
+                pending_version=staged.pending.version,
+                expected_current=info.current.version,
+            )
+    finally:
+        stop.set()
+        thread.join(10)
+    assert errors == []

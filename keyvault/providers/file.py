@@ -397,11 +397,20 @@ class FileProvider(KeyProvider):
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every SELECT inside sees the same committed snapshot, so a
+        key row and its version rows always come from one write (a torn read would fail
+        their MACs)."""
         with self._lock:
+            try:
+                self._db.execute("BEGIN")
+            except sqlite3.Error as exc:
+                raise self._mapped(exc) from None
             try:
                 yield self._db
             except sqlite3.Error as exc:
                 raise self._mapped(exc) from None
+            finally:
+                self._db.execute("COMMIT")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

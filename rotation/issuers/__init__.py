@@ -63,7 +63,8 @@ def idempotency_key(token: str) -> str:
 def create_key(issuer: Issuer, key_name: str, key: str) -> Issued:
     """``issuer.create``, with the idempotency key for issuers whose ``create`` takes one
     (plugins written before it existed still work)."""
-    if "idempotency_key" in inspect.signature(issuer.create).parameters:
+    parameters = inspect.signature(issuer.create).parameters.values()
+    if any(p.name == "idempotency_key" or p.kind is p.VAR_KEYWORD for p in parameters):
         return issuer.create(key_name, idempotency_key=key)  # type: ignore[call-arg]
     return issuer.create(key_name)
 
