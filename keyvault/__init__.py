@@ -4,11 +4,13 @@ from keyvault.config import Config, load_config
 from keyvault.errors import (
     AuthError,
     BackendUnavailableError,
+    CircuitOpenError,
     ConfigError,
     ConflictError,
     EnvironmentMismatch,
     IntegrityError,
     InvalidKeyName,
+    InvalidKeyValue,
     KeyExistsError,
     KeyNotFoundError,
     KeyvaultError,
@@ -22,12 +24,14 @@ from keyvault.secret import SecretValue, fingerprint
 __all__ = [
     "AuthError",
     "BackendUnavailableError",
+    "CircuitOpenError",
     "Config",
     "ConfigError",
     "ConflictError",
     "EnvironmentMismatch",
     "IntegrityError",
     "InvalidKeyName",
+    "InvalidKeyValue",
     "KeyExistsError",
     "KeyInfo",
     "KeyNotFoundError",
@@ -46,3 +50,13 @@ __all__ = [
     "load",
     "load_config",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``keyvault.client`` after a plain ``import keyvault``, without importing the HTTP
+    client stack for apps that never use it."""
+    if name == "client":
+        import importlib
+
+        return importlib.import_module("keyvault.client")
+    raise AttributeError(f"module 'keyvault' has no attribute {name!r}")

@@ -339,9 +339,28 @@ class ServiceConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=1, le=65535)
     interval: Duration = timedelta(hours=1)
+
+    @field_validator("interval")
+    @classmethod
+    def _sane_interval(cls, value: timedelta) -> timedelta:
+        return check_interval(value)
+
     #: how long a rotation's claim (recorded before its issuer is asked) keeps other runners
     #: away; a crashed runner's rotation is resumed by the next run after this
     claim_lease: Duration = timedelta(minutes=10)
+
+
+#: sweeps closer than this would hammer the backends for nothing: keys age in days
+MIN_SWEEP_INTERVAL = timedelta(seconds=30)
+
+
+def check_interval(value: timedelta) -> timedelta:
+    if value < MIN_SWEEP_INTERVAL:
+        raise ValueError(
+            f"a sweep interval of {format_duration(value)} is too short: at least "
+            f"{format_duration(MIN_SWEEP_INTERVAL)} (keys age in days; 1h is the default)"
+        )
+    return value
 
 
 #: how much longer than the client cache TTL a grace period must be, so that every client
@@ -376,6 +395,11 @@ class Config(_Strict):
         if self.default_provider is not None and self.default_provider not in self.providers:
             raise ValueError(
                 f"default_provider {self.default_provider!r} is not a table under [providers]"
+            )
+        if not self.providers:
+            raise ValueError(
+                "no providers are configured: add a [providers.NAME] table (`keyvault init` "
+                "writes one for the embedded store)"
             )
         if self.default_provider is None and len(self.providers) > 1:
             raise ValueError("several providers are configured: set default_provider")
@@ -467,6 +491,11 @@ def find_config(explicit: Path | None = None, environ: Mapping[str, str] | None 
                 "or run `keyvault init` to create one"
             )
         return candidate.resolve()
+    if candidate.is_dir():
+        raise ConfigError(
+            f"config file {candidate} (from {origin}) is a directory: name the TOML file in "
+            f"it, e.g. {candidate / DEFAULT_CONFIG_NAME}"
+        )
     if not candidate.is_file():
         raise ConfigError(f"config file {candidate} (from {origin}) does not exist")
     return candidate.resolve()

@@ -7,6 +7,8 @@ from datetime import timedelta
 
 _PART = re.compile(r"(\d+)([wdhms])")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+#: past this no policy means anything, and timedelta arithmetic starts to overflow
+MAX_SECONDS = 100 * 366 * 86400
 
 
 def parse_duration(text: str) -> timedelta:
@@ -26,6 +28,10 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(
             f"invalid duration {text!r}: write a number and a unit (w, d, h, m, s), "
             "e.g. '90d', '12h', '30m' or '1d12h'"
+        )
+    if seconds > MAX_SECONDS:
+        raise ValueError(
+            f"duration {text!r} is longer than 100 years; write a realistic duration, e.g. '90d'"
         )
     return timedelta(seconds=seconds)
 

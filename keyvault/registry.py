@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from keyvault.config import Config, find_config, load_config
 from keyvault.errors import ConfigError, KeyvaultError
+from keyvault.extras import missing_extra
 from keyvault.model import BrokenKey, KeyInfo, KeySet, check_ref, check_value, validate_name
 from keyvault.providers import KeyProvider, build_provider
 from keyvault.secret import SecretValue
@@ -233,8 +234,12 @@ class KeyVault:
     def anthropic(self, name: str, **options: Any) -> Any:
         """An ``anthropic.Anthropic`` whose every request carries key ``name``'s current
         primary (the ``anthropic`` extra)."""
-        from keyvault.client.anthropic import build_anthropic
-
+        try:
+            from keyvault.client.anthropic import build_anthropic
+        except ImportError as exc:
+            if exc.name not in ("anthropic", "httpx2"):
+                raise
+            raise missing_extra("kv.anthropic()", "anthropic") from None
         return build_anthropic(self, name, **options)
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from keyvault.config import PolicyConfig
-from keyvault.errors import IntegrityError, KeyvaultError
+from keyvault.errors import IntegrityError, KeyNotFoundError, KeyvaultError
 from keyvault.model import BrokenKey, KeyInfo, ServerKeyInfo
 from keyvault.providers.base import ServerRotatedKeys
 from keyvault.registry import KeyVault
@@ -146,5 +146,30 @@ def audit(
             )
         if progress is not None:
             progress(provider_name, done, len(names))
+    rows.extend(_missing_rows(kv, rows, names))
     rows.sort(key=lambda row: (-row.severity, row.provider, row.name))
     return rows
+
+
+def _missing_rows(kv: KeyVault, rows: list[AuditRow], providers: list[str]) -> list[AuditRow]:
+    """A key the config names that its (readable) provider does not hold: an error row, so
+    a typo in a name or a key never created does not pass an audit as an empty table."""
+    unreadable = {row.provider for row in rows if row.kind == "provider"}
+    listed = {(row.provider, row.name) for row in rows}
+    missing = []
+    for name in kv.config.keys:
+        provider = kv.config.provider_for(name)
+        if provider not in providers or provider in unreadable or (provider, name) in listed:
+            continue
+        missing.append(
+            AuditRow(
+                name=name,
+                provider=provider,
+                kind="credential",
+                status=Status.ERROR,
+                note=f'configured in [keys."{name}"] but provider {provider!r} has no such key '
+                f"(create it: `keyvault put {name}`)",
+                error_code=KeyNotFoundError.exit_code,
+            )
+        )
+    return missing

@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 
 import click
 
-from keyvault.config import Config, FileProviderConfig, find_config, load_config
+from keyvault.config import (
+    Config,
+    FileProviderConfig,
+    check_interval,
+    find_config,
+    load_config,
+)
 from keyvault.crypto import MasterKey
 from keyvault.durations import parse_duration
 from keyvault.errors import (
@@ -32,6 +38,7 @@ from keyvault.errors import (
     KeyvaultError,
     ReadOnlyError,
 )
+from keyvault.extras import DISTRIBUTION, missing_extra
 from keyvault.masterkey import private_dir, write_key_file
 from keyvault.model import (
     MAX_VALUE_BYTES,
@@ -144,12 +151,12 @@ multiline_option = click.option(
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path),  # a directory is refused by find_config, in one line
     envvar=None,
     help="config file (default: $KEYVAULT_CONFIG, then ./keyvault.toml)",
 )
 @click.option("--debug", is_flag=True, help="show tracebacks on errors")
-@click.version_option(package_name="keyvault")
+@click.version_option(package_name=DISTRIBUTION)
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
     """Key management and zero-downtime rotation for API keys.
@@ -250,12 +257,19 @@ def _read_value_from_stdin(*, multiline: bool = False) -> SecretValue:
 
 
 def _parse_time(text: str | None, option: str) -> datetime | None:
+    """An ISO-8601 time, or an age such as ``120d`` (that long before now)."""
     if text is None:
         return None
     try:
+        return utcnow() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"{option}: {text!r} is not an ISO-8601 time") from None
+        raise ConfigError(
+            f"{option}: {text!r} is neither an ISO-8601 time nor an age like '120d'"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -264,7 +278,10 @@ def _parse_time(text: str | None, option: str) -> datetime | None:
 @click.option("--generate", is_flag=True, help="create a random token instead of reading stdin")
 @click.option("--provider", help="provider to create the key in (default: from config)")
 @click.option("--environment", help="environment label, e.g. prod or dev")
-@click.option("--created-at", help="ISO-8601 creation time of a key imported from elsewhere")
+@click.option(
+    "--created-at",
+    help="when a key imported from elsewhere was created: ISO-8601, or an age such as 120d",
+)
 @click.option("--ref", help="the issuer's id for this value, so a later rotation can revoke it")
 @multiline_option
 @format_option
@@ -567,7 +584,11 @@ def rekey(state: State, provider: str | None) -> None:
 
 
 @cli.command()
-@click.option("--port", type=int, help="port for /healthz and /metrics (default: config, 9464)")
+@click.option(
+    "--port",
+    type=int,
+    help="port for /healthz and /metrics (default: config, 9464; 0 picks a free one)",
+)
 @click.option("--host", help="address to listen on (default: config, 127.0.0.1)")
 @click.option("--interval", help="time between sweeps, e.g. 1h, 15m (default: config, 1h)")
 @click.pass_obj
@@ -577,16 +598,16 @@ def serve(state: State, port: int | None, host: str | None, interval: str | None
     try:
         from rotation.service import Service
     except ImportError:
-        raise ConfigError(
-            "keyvault serve needs the 'service' extra: pip install 'keyvault[service]'"
-        ) from None
+        raise missing_extra("keyvault serve", "service") from None
 
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: a port is 0..65535 (0 picks a free one)")
     kv = state.kv
     settings = kv.config.service
     every = settings.interval
     if interval is not None:
         try:
-            every = parse_duration(interval)
+            every = check_interval(parse_duration(interval))
         except ValueError as exc:
             raise ConfigError(f"--interval: {exc}") from None
     service = Service(

@@ -82,7 +82,7 @@ def _rekey_kms(
     from keyvault.providers.aws import BOTO_CONFIG, kms_keyring
 
     assert settings.master_key_kms is not None
-    session = boto3_session(config, provider_name)
+    session = boto3_session(config, provider_name, why="keeps its master key wrapped by AWS KMS")
     kms = session.client(
         "kms",
         region_name=settings.kms_region,

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from keyvault.model import KeyInfo, VersionInfo
@@ -64,8 +65,8 @@ def _age_text(created_at: datetime | None, now: datetime) -> str:
 
 
 def key_table(info: KeyInfo, now: datetime) -> Table:
-    title = f"{info.name}  [dim](provider {info.provider}"
-    title += f", environment {info.environment})[/dim]" if info.environment else ")[/dim]"
+    title = f"{escape(info.name)}  [dim](provider {escape(info.provider)}"
+    title += f", environment {escape(info.environment)})[/dim]" if info.environment else ")[/dim]"
     table = Table(title=title, title_justify="left")
     for column in ("stage", "version", "fingerprint", "created", "age"):
         table.add_column(column)
@@ -77,8 +78,8 @@ def key_table(info: KeyInfo, now: datetime) -> Table:
         if version is not None:
             table.add_row(
                 stage,
-                version.version,
-                version.fingerprint,
+                escape(version.version),
+                escape(version.fingerprint),
                 iso(version.created_at) or "unknown",
                 _age_text(version.created_at, now),
             )
@@ -91,9 +92,9 @@ def list_table(keys: list[KeyInfo], now: datetime) -> Table:
         table.add_column(column)
     for info in keys:
         table.add_row(
-            info.name,
-            info.provider,
-            info.current.fingerprint,
+            escape(info.name),
+            escape(info.provider),
+            escape(info.current.fingerprint),
             _age_text(info.current.created_at, now),
         )
     return table
@@ -131,7 +132,12 @@ def outcome_table(outcomes: list[Outcome], *, dry_run: bool = False) -> Table:
         steps = " → ".join(str(step) for step in outcome.steps) or "-"
         if outcome.failed_step is not None and outcome.result == "failed":
             steps += f" ✗ {outcome.failed_step}"
-        table.add_row(outcome.key, f"[{style}]{outcome.result}[/{style}]", steps, outcome.detail)
+        table.add_row(
+            escape(outcome.key),
+            f"[{style}]{outcome.result}[/{style}]",
+            escape(steps),
+            escape(outcome.detail),
+        )
     if not outcomes:
         table.add_row("-", "[dim]nothing due[/dim]", "-", "")
     return table

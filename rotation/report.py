@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from importlib.resources import files
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from rotation.audit import AuditRow
@@ -179,16 +180,21 @@ def to_table(rows: Sequence[AuditRow]) -> Table:
         cells.append(
             [
                 f"[{style}]{row.status}[/{style}]",
-                row.name,
-                row.provider,
-                _text(row.environment),
-                _text(row.fingerprint),
-                "-" if data["age_days"] is None else f"{data['age_days']:.1f}d",
-                "-" if data["max_age_days"] is None else f"{data['max_age_days']:.0f}d",
-                _text(row.secondary_fingerprint),
-                _short(row.secondary_retire_at),
-                _day(row.last_rotation),
-                row.note,
+                *map(
+                    escape,  # data is never rich markup: "[providers.aws]" stays as written
+                    (
+                        row.name,
+                        row.provider,
+                        _text(row.environment),
+                        _text(row.fingerprint),
+                        "-" if data["age_days"] is None else f"{data['age_days']:.1f}d",
+                        "-" if data["max_age_days"] is None else f"{data['max_age_days']:.0f}d",
+                        _text(row.secondary_fingerprint),
+                        _short(row.secondary_retire_at),
+                        _day(row.last_rotation),
+                        row.note,
+                    ),
+                ),
             ]
         )
     keep = [

@@ -15,6 +15,7 @@ from keyvault.config import (
 )
 from keyvault.crypto import Keyring
 from keyvault.errors import ConfigError
+from keyvault.extras import missing_extra
 from keyvault.masterkey import keyring_from_env, keyring_from_file, write_private_lines
 from keyvault.providers.base import KeyProvider, ServerRotatedKeys
 
@@ -49,11 +50,8 @@ def build_provider(config: Config, name: str, *, create: bool = False) -> KeyPro
     raise ConfigError(f"{config.label}: [providers.{name}] has an unsupported type")
 
 
-def _needs_extra(config: Config, name: str, kind: str, extra: str) -> ConfigError:
-    return ConfigError(
-        f"{config.label}: [providers.{name}] is a {kind} provider, which needs the "
-        f"'{extra}' extra: pip install 'keyvault[{extra}]'"
-    )
+def _needs_extra(config: Config, name: str, why: str, extra: str) -> ConfigError:
+    return missing_extra(f"{config.label}: [providers.{name}] {why}, which", extra)
 
 
 def _vault_provider(config: Config, name: str, settings: VaultProviderConfig) -> KeyProvider:
@@ -62,7 +60,7 @@ def _vault_provider(config: Config, name: str, settings: VaultProviderConfig) ->
 
         from keyvault.providers.vault import AppRoleLogin, VaultProvider
     except ImportError:
-        raise _needs_extra(config, name, "vault", "vault") from None
+        raise _needs_extra(config, name, "is a Vault provider", "vault") from None
     verify: bool | str = settings.verify
     if settings.ca_cert is not None:
         verify = str(config.resolve_path(settings.ca_cert))
@@ -109,12 +107,14 @@ def _file_provider(
     return FileProvider(name, path, keyring, create=create)
 
 
-def boto3_session(config: Config, name: str, profile: str | None = None):  # type: ignore[no-untyped-def]
+def boto3_session(  # type: ignore[no-untyped-def]
+    config: Config, name: str, profile: str | None = None, *, why: str = "is an AWS provider"
+):
     try:
         import boto3
         import botocore.exceptions
     except ImportError:
-        raise _needs_extra(config, name, "aws", "aws") from None
+        raise _needs_extra(config, name, why, "aws") from None
     try:
         return boto3.Session(profile_name=profile)
     except botocore.exceptions.ProfileNotFound:
@@ -149,7 +149,7 @@ def _aws_provider(config: Config, name: str, settings: AwsProviderConfig) -> Key
 
 def _kms_keyring(config: Config, name: str, settings: FileProviderConfig) -> Keyring:
     """The store's master key as a data key wrapped by KMS, unwrapped at start-up."""
-    session = boto3_session(config, name)
+    session = boto3_session(config, name, why="keeps its master key wrapped by AWS KMS")
     from keyvault.providers.aws import BOTO_CONFIG, kms_keyring
 
     assert settings.master_key_kms is not None
