@@ -582,6 +582,7 @@ def test_canary_never_in_logs_errors_or_reprs(
         vendor.state.script.append((503, {}))
         response = call(client, "GET", "/v1/models")
         texts += [repr(response), repr(response.request), str(response.request.headers.keys())]
+        texts += [repr(response.request.headers)]  # x-api-key is masked like Authorization
         vendor.state.revoke(new)
         with pytest.raises(httpx.HTTPStatusError) as excinfo:
             call(

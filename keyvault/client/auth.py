@@ -71,6 +71,39 @@ class HeaderStyle:
             )
         request.headers[self.header] = f"{self.scheme} {raw}" if self.scheme else raw
         request.extensions[FINGERPRINT_EXTENSION] = key.fingerprint
+        if self.scheme is None:  # httpx masks Authorization in reprs, not other headers
+            request.headers.__class__ = masking(type(request.headers), self.header)
+
+
+_MASKING: dict[tuple[type, str], type] = {}
+
+
+def masking(headers_type: type, header: str) -> type:
+    """A subclass of an httpx (or httpx2) ``Headers`` type whose repr masks ``header`` as
+    httpx masks Authorization, so ``repr(response.request.headers)`` never shows a key sent
+    in ``x-api-key``. Built once per type and header; an instance's class is swapped to it."""
+    if getattr(headers_type, "_keyvault_masked", None) is not None:
+        return headers_type
+    made = _MASKING.get((headers_type, header))
+    if made is None:
+        base: Any = headers_type
+        masked = header.lower()
+
+        def __repr__(self: Any) -> str:
+            shown = base(self)
+            for name in list(shown.keys()):
+                if name.lower() == masked:
+                    shown[name] = "[secure]"
+            return repr(shown)
+
+        namespace = {
+            "__repr__": __repr__,
+            "_keyvault_masked": masked,
+            "__module__": base.__module__,
+        }
+        made = type(base.__name__, (base,), namespace)
+        _MASKING[(headers_type, header)] = made
+    return made
 
 
 Flow = Generator["NeedKeys | Any", Any, None]
