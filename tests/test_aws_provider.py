@@ -21,6 +21,7 @@ from keyvault.config import parse_config
 from keyvault.errors import (
     AuthError,
     BackendUnavailableError,
+    ConfigError,
     ConflictError,
     IntegrityError,
     KeyNotFoundError,
@@ -453,3 +454,41 @@ def test_same_token_stage_race_leaves_the_winner_described(aws_provider: AwsProv
     assert info.pending.fingerprint == winner.fingerprint and info.pending.ref == "winner-id"
     pending = aws_provider.get_pending("race2")
     assert pending is not None and pending.secret == winner
+
+
+# -- the one error boundary ---------------------------------------------------------------
+
+
+def test_our_own_bugs_are_not_reported_as_aws_outages(aws_provider: AwsProvider) -> None:
+    def bug(**_: Any) -> None:
+        raise KeyError("a bug of ours")
+
+    aws_provider.client.describe_secret = bug
+    with pytest.raises(KeyError):
+        aws_provider.describe("anything")
+
+
+def test_value_field_write_fails_when_the_document_cannot_be_read(kms_key_id: str) -> None:
+    """Throttled (or denied) reading the JSON document: the write fails instead of
+    replacing the document with one holding the value field alone."""
+    secrets, kms = aws_clients()
+    provider = AwsProvider("aws", secrets, kms_client=kms, prefix="vf2/", value_field="api_key")
+    document = {"api_key": canary(), "region": "eu", "account": "42"}
+    secrets.create_secret(
+        Name="vf2/svc",
+        SecretString=json.dumps(document),
+        Tags=[{"Key": "keyvault:managed", "Value": "true"}],
+    )
+
+    def throttle(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ThrottlingException"}}, "GetSecretValue")
+
+    secrets.meta.events.register("before-call.secrets-manager.GetSecretValue", throttle)
+    with pytest.raises(BackendUnavailableError, match="ThrottlingException"):
+        provider.stage("svc", SecretValue(canary()))
+    secrets.meta.events.unregister("before-call.secrets-manager.GetSecretValue", throttle)
+    assert json.loads(secrets.get_secret_value(SecretId="vf2/svc")["SecretString"]) == document
+    assert provider.describe("svc").pending is None
+    secrets.put_secret_value(SecretId="vf2/svc", SecretString="not json")
+    with pytest.raises(ConfigError, match="not a JSON object"):
+        provider.stage("svc", SecretValue(canary()))

@@ -31,8 +31,9 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import botocore.exceptions as boto_errors
 from botocore.config import Config as BotoConfig
@@ -105,10 +106,22 @@ _UNAVAILABLE_CODES = {
 }
 
 
-def map_boto_error(exc: Exception, action: str, target: str) -> Exception:
+#: what the one error boundary catches: botocore's errors and nothing else, so a bug of
+#: ours (a KeyError, a TypeError) surfaces as itself instead of "AWS unavailable"
+BOTO_ERRORS = (boto_errors.BotoCoreError, boto_errors.ClientError)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A ClientError whose code the caller named in ``refused=``: an answer, not a failure
+    (ResourceExistsException is how a lost race looks; InvalidParameterException, a lost
+    compare-and-set)."""
+
+    code: str
+
+
+def map_boto_error(exc: Exception, action: str, target: str) -> KeyvaultError:
     """The one place botocore errors become keyvault errors. Never keeps AWS's text."""
-    if isinstance(exc, KeyvaultError):
-        return exc
     if isinstance(exc, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError):
         return AuthError(f"no AWS credentials found for {action} (boto3's default chain)")
     if isinstance(
@@ -132,15 +145,14 @@ def map_boto_error(exc: Exception, action: str, target: str) -> Exception:
         if code in _UNAVAILABLE_CODES:
             return BackendUnavailableError(f"AWS {action} on {target} failed ({code})")
         return BackendUnavailableError(f"AWS refused {action} on {target} ({code or 'error'})")
-    if isinstance(exc, boto_errors.BotoCoreError):
-        return BackendUnavailableError(f"AWS {action} on {target} failed ({type(exc).__name__})")
     return BackendUnavailableError(f"AWS {action} on {target} failed ({type(exc).__name__})")
 
 
 def _aws_call(action: str, target: str, func: Callable[[], T]) -> T:
+    """KMS and other calls outside a provider: the same boundary, the same mapping."""
     try:
         return func()
-    except Exception as exc:
+    except BOTO_ERRORS as exc:
         raise map_boto_error(exc, action, target) from None
 
 
@@ -200,10 +212,24 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
     def _key_name(self, secret_name: str) -> str:
         return secret_name[len(self.prefix) :]
 
-    def _call(self, action: str, name: str, func: Callable[[], T]) -> T:
+    @overload
+    def _call(self, action: str, name: str, func: Callable[[], T]) -> T: ...
+
+    @overload
+    def _call(
+        self, action: str, name: str, func: Callable[[], T], *, refused: tuple[str, ...]
+    ) -> T | Refused: ...
+
+    def _call(
+        self, action: str, name: str, func: Callable[[], T], *, refused: tuple[str, ...] = ()
+    ) -> T | Refused:
+        """The provider's one error boundary. ``refused`` names the ClientError codes the
+        caller treats as answers: they come back as :class:`Refused` instead of raising."""
         try:
             return func()
-        except Exception as exc:
+        except BOTO_ERRORS as exc:
+            if isinstance(exc, boto_errors.ClientError) and _code(exc) in refused:
+                return Refused(_code(exc))
             mapped = map_boto_error(exc, action, f"secret {self.prefix}{name}")
             if isinstance(mapped, KeyNotFoundError):
                 mapped = KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
@@ -227,13 +253,24 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         """The SecretString to write: the value, or the current JSON with the field replaced."""
         if self.value_field is None:
             return value.reveal()
-        document: dict[str, Any] = {}
-        try:
-            current = self.client.get_secret_value(SecretId=self._secret_id(name))
-            loaded = json.loads(current.get("SecretString") or "{}")
-            document = loaded if isinstance(loaded, dict) else {}
-        except (boto_errors.ClientError, ValueError):
-            document = {}
+        current = self._call(
+            "GetSecretValue",
+            name,
+            lambda: self.client.get_secret_value(SecretId=self._secret_id(name)),
+            refused=("ResourceNotFoundException",),  # no value yet: a document of one field
+        )
+        document: Any = {}
+        if not isinstance(current, Refused):
+            try:
+                document = json.loads(current.get("SecretString") or "{}")
+            except ValueError:
+                document = None
+        if not isinstance(document, dict):
+            # writing {value_field: ...} alone would drop the secret's other fields
+            raise ConfigError(
+                f"secret {self._secret_id(name)} is not a JSON object, so its {self.value_field!r} "
+                "field cannot be replaced without losing the rest (value_field)"
+            )
         document[self.value_field] = value.reveal()
         return json.dumps(document)
 
@@ -285,14 +322,16 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
     # -- reading ---------------------------------------------------------------------------
 
     def _get_stage(self, name: str, stage: str) -> dict[str, Any] | None:
-        try:
-            return dict(
-                self.client.get_secret_value(SecretId=self._secret_id(name), VersionStage=stage)
-            )
-        except boto_errors.ClientError as exc:
-            if stage != CURRENT and _code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        """The version under ``stage``; None when a secondary or pending stage is empty."""
+        response = self._call(
+            "GetSecretValue",
+            name,
+            lambda: self.client.get_secret_value(
+                SecretId=self._secret_id(name), VersionStage=stage
+            ),
+            refused=() if stage == CURRENT else ("ResourceNotFoundException",),
+        )
+        return None if isinstance(response, Refused) else dict(response)
 
     def get_keyset(self, name: str) -> KeySet:
         """Needs only ``GetSecretValue`` (what the app policy grants); ``DescribeSecret``,
@@ -307,8 +346,8 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                     f"secret {self._secret_id(name)} is not managed by keyvault "
                     f"(no {MANAGED_TAG}=true tag); leaving it alone"
                 )
-        current = self._call("GetSecretValue", name, lambda: self._get_stage(name, CURRENT))
-        previous = self._call("GetSecretValue", name, lambda: self._get_stage(name, PREVIOUS))
+        current = self._get_stage(name, CURRENT)
+        previous = self._get_stage(name, PREVIOUS)
         if current is None:
             raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no value yet")
         return KeySet(
@@ -491,14 +530,14 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         }
         if self.kms_key_id is not None:
             kwargs["KmsKeyId"] = self.kms_key_id
-        try:
-            self.client.create_secret(**kwargs)
-        except boto_errors.ClientError as exc:
-            if _code(exc) == "ResourceExistsException":
-                return self._fill_provisioned(name, value, tags, version)
-            raise map_boto_error(exc, "CreateSecret", f"secret {self._secret_id(name)}") from None
-        except Exception as exc:
-            raise map_boto_error(exc, "CreateSecret", f"secret {self._secret_id(name)}") from None
+        created = self._call(
+            "CreateSecret",
+            name,
+            lambda: self.client.create_secret(**kwargs),
+            refused=("ResourceExistsException",),
+        )
+        if isinstance(created, Refused):
+            return self._fill_provisioned(name, value, tags, version)
         return self.describe(name)
 
     def _fill_provisioned(
@@ -569,20 +608,19 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         if ref is not None:
             intent[_ref_tag(value.fingerprint)] = ref
         self._tag(name, intent)
-        try:
-            self.client.put_secret_value(
+        put = self._call(
+            "PutSecretValue",
+            name,
+            lambda: self.client.put_secret_value(
                 SecretId=self._secret_id(name),
                 SecretString=secret_string,
                 VersionStages=[PENDING],
                 ClientRequestToken=version,
-            )
-            lost = False
-        except boto_errors.ClientError as exc:
-            if _code(exc) != "ResourceExistsException":
-                raise map_boto_error(exc, "PutSecretValue", self._secret_id(name)) from None
-            lost = True  # the same token with another value: a concurrent runner staged first
-        except Exception as exc:
-            raise map_boto_error(exc, "PutSecretValue", self._secret_id(name)) from None
+            ),
+            # the same token with another value: a concurrent runner staged first
+            refused=("ResourceExistsException",),
+        )
+        lost = isinstance(put, Refused)
         # the token decides who owns the version: only its owner may describe it in tags
         if lost or self._read_version(name, version).fingerprint != value.fingerprint:
             if ref is not None:
@@ -617,17 +655,19 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             return False, None
         version = self._claim_version(name, token)
         body = json.dumps({"keyvault_claim": token, "owner": owner})
-        try:
-            self.client.put_secret_value(
+        put = self._call(
+            "PutSecretValue",
+            name,
+            lambda: self.client.put_secret_value(
                 SecretId=self._secret_id(name),
                 SecretString=body,
                 ClientRequestToken=version,
                 VersionStages=[CLAIM_LABEL],
-            )
+            ),
+            refused=("ResourceExistsException",),
+        )
+        if not isinstance(put, Refused):
             return True, None
-        except boto_errors.ClientError as exc:
-            if _code(exc) != "ResourceExistsException":
-                raise map_boto_error(exc, "PutSecretValue", self._secret_id(name)) from None
         existing = self._call(
             "GetSecretValue",
             name,
@@ -643,11 +683,13 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
 
     def release_claim(self, name: str, *, token: str, owner: str) -> None:
         version = self._claim_version(name, token)
-        try:
-            existing = self.client.get_secret_value(
-                SecretId=self._secret_id(name), VersionId=version
-            )
-        except boto_errors.ClientError:
+        existing = self._call(
+            "GetSecretValue",
+            name,
+            lambda: self.client.get_secret_value(SecretId=self._secret_id(name), VersionId=version),
+            refused=("ResourceNotFoundException",),
+        )
+        if isinstance(existing, Refused):
             return
         try:
             holder = json.loads(existing.get("SecretString") or "{}").get("owner")
@@ -673,22 +715,22 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         # when (at the latest) the promotion happened, so a resume never shortens the grace
         stamp = max(filter(None, (self._clock(), self.backend_time_or_none())))
         self._tag(name, {PROMOTING_TAG: f"{pending_version} {_iso(stamp)}"})
-        try:  # the read above is advisory; this call is the compare-and-set
-            self.client.update_secret_version_stage(
+        moved = self._call(  # the read above is advisory; this call is the compare-and-set
+            "UpdateSecretVersionStage",
+            name,
+            lambda: self.client.update_secret_version_stage(
                 SecretId=self._secret_id(name),
                 VersionStage=CURRENT,
                 MoveToVersionId=pending_version,
                 RemoveFromVersionId=expected_current,
+            ),
+            refused=("InvalidParameterException",),
+        )
+        if isinstance(moved, Refused):
+            raise ConflictError(
+                f"key {name!r}: AWSCURRENT is no longer on version {expected_current}; "
+                "another writer promoted first"
             )
-        except boto_errors.ClientError as exc:
-            if _code(exc) == "InvalidParameterException":
-                raise ConflictError(
-                    f"key {name!r}: AWSCURRENT is no longer on version {expected_current}; "
-                    "another writer promoted first"
-                ) from None
-            raise map_boto_error(exc, "UpdateSecretVersionStage", self._secret_id(name)) from None
-        except Exception as exc:
-            raise map_boto_error(exc, "UpdateSecretVersionStage", self._secret_id(name)) from None
         self._call(
             "UpdateSecretVersionStage",
             name,
@@ -753,14 +795,16 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         return self.describe(name)
 
     def _remove_label(self, name: str, label: str, version: str) -> None:
-        try:
-            self.client.update_secret_version_stage(
+        removed = self._call(
+            "UpdateSecretVersionStage",
+            name,
+            lambda: self.client.update_secret_version_stage(
                 SecretId=self._secret_id(name), VersionStage=label, RemoveFromVersionId=version
-            )
-        except boto_errors.ClientError as exc:
-            if _code(exc) == "InvalidParameterException":
-                raise ConflictError(f"key {name!r}: {label} moved concurrently") from None
-            raise map_boto_error(exc, "UpdateSecretVersionStage", self._secret_id(name)) from None
+            ),
+            refused=("InvalidParameterException",),
+        )
+        if isinstance(removed, Refused):
+            raise ConflictError(f"key {name!r}: {label} moved concurrently")
 
     def delete(self, name: str) -> None:
         self.describe(name)
