@@ -16,7 +16,6 @@ parameter (``clock``), never read from the wall inside a decision.
 
 from __future__ import annotations
 
-import enum
 import getpass
 import logging
 import os
@@ -37,28 +36,12 @@ from keyvault.secret import SecretValue
 from rotation.errors import IssuerError, NeedsStaging, VerificationFailed
 from rotation.issuers import Issued, IssuerCache, create_key, idempotency_key
 from rotation.issuers.requests import header_value, send
-from rotation.status import key_status, needs_rotation, retire_at
+from rotation.plan import Plan, Result, Step, plan
+from rotation.status import retire_at
+
+__all__ = ["Outcome", "Result", "Rotator", "Step"]
 
 log = logging.getLogger("keyvault.rotation")
-
-
-class Step(enum.StrEnum):
-    CREATE = "create"
-    TEST = "test"
-    PROMOTE = "promote"
-    RETIRE = "retire"
-
-
-class Result(enum.StrEnum):
-    ROTATED = "rotated"  # promoted a new primary in this run
-    RETIRED = "retired"  # only retired a previous key
-    UNCHANGED = "unchanged"  # nothing was due
-    WAITING = "waiting"  # in grace, or outside the rotation window
-    NEEDS_STAGING = "needs-staging"  # manual key due, nothing staged
-    CONFLICT = "conflict"  # another runner got there first; stood down
-    FAILED = "failed"  # a step failed; nothing half-done
-    READ_ONLY = "read-only"
-    PLANNED = "planned"  # dry run
 
 
 @dataclass(frozen=True)
@@ -108,112 +91,86 @@ class Rotator:
     # -- one key ---------------------------------------------------------------------------
 
     def advance(self, name: str, *, force: bool = False, dry_run: bool = False) -> Outcome:
-        """Take every step that is due for ``name`` now; report what happened."""
+        """Take every step that is due for ``name`` now (see :func:`rotation.plan.plan`);
+        report what happened."""
         provider = self.kv.provider_for(name)
         if not provider.writable:
             return Outcome(
                 name, Result.READ_ONLY, detail=f"provider {provider.name!r} is read-only"
             )
         policy = self.kv.config.policy_for(name)
-        steps: list[Step] = []
+        done: list[Step] = []
         step = Step.CREATE
         try:
             info = provider.describe(name)
             if info.problem is not None:
                 raise IntegrityError(f"key {name!r}: {info.problem}; nothing was rotated")
-            now = self.clock()
+            chosen = self._plan(provider, info, policy, force)
             if dry_run:
-                return self._plan(info, policy, now, force)
-
-            if (
-                info.previous is not None
-                and self._retire_due(info, policy, now, force)
-                # due by our clock: only then is the backend's asked, and it must agree
-                and self._retire_due(info, policy, self._agreed_now(provider, now), force)
-            ):
-                step = Step.RETIRE
-                info = self._retire(name, info)
-                steps.append(Step.RETIRE)
-
-            if info.previous is not None:
-                # Only retire drops a previous key, after its issuer revoked it; promoting now
-                # would push it out unrevoked. Force retired it above; otherwise wait.
-                status = key_status(info, policy, now)
-                if info.pending is None and not (force or needs_rotation(status)):
-                    result = Result.RETIRED if steps else Result.UNCHANGED
-                    return Outcome(name, result, tuple(steps), f"status {status}")
-                until = retire_at(info, policy)
+                return Outcome(name, Result.PLANNED, chosen.steps, chosen.detail)
+            if chosen.result == Result.NEEDS_STAGING:
+                raise NeedsStaging(f"key {name!r}: {chosen.detail}")
+            for step in chosen.steps:
+                if step == Step.RETIRE:
+                    info = self._retire(name, info)
+                elif step == Step.CREATE:
+                    created = self._create(name, info)
+                    if created is None:
+                        detail = "another runner is rotating it (claimed or staged first)"
+                        return Outcome(name, Result.CONFLICT, tuple(done), detail)
+                    info = created
+                elif step == Step.TEST:
+                    self._test(name)
+                else:
+                    info = self._promote(name, info, policy)
+                done.append(step)
+            if chosen.result == Result.ROTATED:
                 return Outcome(
-                    name,
-                    Result.WAITING,
-                    tuple(steps),
-                    f"previous key in grace until {until}; it is retired (revoked) before "
-                    "anything is promoted (`--force` retires it now)",
+                    name, Result.ROTATED, tuple(done), f"new primary {info.current.fingerprint}"
                 )
-
-            if info.pending is None:
-                status = key_status(info, policy, now)
-                if not (force or needs_rotation(status)):
-                    result = Result.RETIRED if steps else Result.UNCHANGED
-                    return Outcome(name, result, tuple(steps), f"status {status}")
-                if not force and not self._window_open(policy, now):
-                    return Outcome(
-                        name, Result.WAITING, tuple(steps), "outside the rotation window"
-                    )
-                step = Step.CREATE
-                created = self._create(name, info)
-                if created is None:
-                    return Outcome(
-                        name, Result.CONFLICT, tuple(steps), "another runner staged first"
-                    )
-                info = created
-                steps.append(Step.CREATE)
-            elif not force and not self._window_open(policy, now):
-                return Outcome(name, Result.WAITING, tuple(steps), "outside the rotation window")
-
-            step = Step.TEST
-            self._test(name)
-            steps.append(Step.TEST)
-
-            step = Step.PROMOTE
-            assert info.pending is not None
-            info = provider.promote(
-                name, pending_version=info.pending.version, expected_current=info.current.version
-            )
-            steps.append(Step.PROMOTE)
-            log.info(
-                "key %s: promoted %s (%s), previous %s valid until %s",
-                name,
-                info.current.version,
-                info.current.fingerprint,
-                info.previous.fingerprint if info.previous else "none",
-                retire_at(info, policy),
-            )
-            if self._retire_due(info, policy, self.clock(), False):
-                step = Step.RETIRE
-                self._retire(name, info)
-                steps.append(Step.RETIRE)
-            return Outcome(
-                name, Result.ROTATED, tuple(steps), f"new primary {info.current.fingerprint}"
-            )
+            return Outcome(name, chosen.result, tuple(done), chosen.detail)
         except ConflictError as exc:
             log.info("key %s: %s lost a compare-and-set; standing down (%s)", name, step, exc)
-            return Outcome(name, Result.CONFLICT, tuple(steps), str(exc), exc, step)
+            return Outcome(name, Result.CONFLICT, tuple(done), str(exc), exc, step)
         except NeedsStaging as exc:
-            return Outcome(name, Result.NEEDS_STAGING, tuple(steps), str(exc), exc, step)
+            return Outcome(name, Result.NEEDS_STAGING, tuple(done), str(exc), exc, step)
         except KeyvaultError as exc:
             log.warning("key %s: rotation step %s failed: %s", name, step, exc)
-            return Outcome(name, Result.FAILED, tuple(steps), str(exc), exc, step)
+            return Outcome(name, Result.FAILED, tuple(done), str(exc), exc, step)
+
+    def _plan(
+        self, provider: KeyProvider, info: KeyInfo, policy: PolicyConfig, force: bool
+    ) -> Plan:
+        """The plan by our clock; a retire it contains must hold by the backend's too."""
+        now = self.clock()
+        options = {
+            "force": force,
+            "window_open": policy.window is None or policy.window.is_open(now),
+            "can_create": info.pending is not None or self.issuers.for_key(info.name).can_create,
+        }
+        chosen = plan(info, policy, now, **options)
+        if Step.RETIRE in chosen.steps and not force:
+            agreed = self._agreed_now(provider, now)
+            if agreed < now:
+                chosen = plan(info, policy, agreed, **options)
+        return chosen
+
+    def _promote(self, name: str, info: KeyInfo, policy: PolicyConfig) -> KeyInfo:
+        assert info.pending is not None
+        promoted = self.kv.provider_for(name).promote(
+            name, pending_version=info.pending.version, expected_current=info.current.version
+        )
+        log.info(
+            "key %s: promoted %s (%s), previous %s valid until %s",
+            name,
+            promoted.current.version,
+            promoted.current.fingerprint,
+            promoted.previous.fingerprint if promoted.previous else "none",
+            retire_at(promoted, policy),
+        )
+        return promoted
 
     # -- steps -----------------------------------------------------------------------------
-
-    def _retire_due(self, info: KeyInfo, policy: PolicyConfig, now: datetime, force: bool) -> bool:
-        until = retire_at(info, policy)
-        if until is not None and now >= until:
-            return True
-        # a forced rotation with a previous key still in grace revokes and retires it first:
-        # a promotion may never drop it unrevoked
-        return force and info.previous is not None
 
     def _agreed_now(self, provider: KeyProvider, now: datetime) -> datetime:
         """The earlier of our clock and the backend's: a replica whose clock runs ahead
@@ -234,9 +191,6 @@ class Rotator:
                 GRACE_MARGIN,
             )
         return min(now, backend)
-
-    def _window_open(self, policy: PolicyConfig, now: datetime) -> bool:
-        return policy.window is None or policy.window.is_open(now)
 
     def _create(self, name: str, info: KeyInfo) -> KeyInfo | None:
         """Claim, then create, then stage. The claim is recorded (with compare-and-set)
@@ -384,33 +338,3 @@ class Rotator:
             socket.gethostname(),
         )
         return provider.retire(name, expected_previous=info.previous.version)
-
-    # -- dry run ---------------------------------------------------------------------------
-
-    def _plan(self, info: KeyInfo, policy: PolicyConfig, now: datetime, force: bool) -> Outcome:
-        steps: list[Step] = []
-        notes: list[str] = []
-        has_previous = info.previous is not None
-        if has_previous and self._retire_due(info, policy, now, force):
-            steps.append(Step.RETIRE)
-            has_previous = False
-        status = key_status(info, policy, now)
-        window_ok = force or self._window_open(policy, now)
-        if info.pending is not None:
-            if has_previous:
-                notes.append("previous key still in grace")
-            elif window_ok:
-                steps += [Step.TEST, Step.PROMOTE]
-            else:
-                notes.append("outside the rotation window")
-        elif force or needs_rotation(status):
-            if has_previous:
-                notes.append("previous key still in grace")
-            elif not window_ok:
-                notes.append("outside the rotation window")
-            elif not self.issuers.for_key(info.name).can_create:
-                notes.append("needs a staged key (`keyvault stage`)")
-            else:
-                steps += [Step.CREATE, Step.TEST, Step.PROMOTE]
-        detail = f"status {status}" + (f"; {'; '.join(notes)}" if notes else "")
-        return Outcome(info.name, Result.PLANNED, tuple(steps), detail)
