@@ -87,6 +87,8 @@ class State:
         self.config_path = config_path
         self.debug = debug
         self._kv: KeyVault | None = None
+        #: what a command opened that must be closed when it ends (issuers' HTTP clients)
+        self.closing: list[Callable[[], None]] = []
 
     @property
     def kv(self) -> KeyVault:
@@ -95,6 +97,8 @@ class State:
         return self._kv
 
     def close(self) -> None:
+        for close in self.closing:
+            close()
         if self._kv is not None:
             self._kv.close()
 
@@ -433,6 +437,7 @@ def rotate(
         validate_name(name)
     kv = state.kv
     rotator = Rotator(kv)
+    state.closing.append(rotator.close)
     unreadable = False
     with _stop_on_interrupt() as stop:
         if all_keys:
@@ -502,7 +507,9 @@ def retire(state: State, name: str, revoked_by_hand: bool, output_format: str) -
     record) that you have revoked upstream yourself. Either way the step is logged.
     """
     validate_name(name)
-    info = Rotator(state.kv).retire_now(name, revoked_by_hand=revoked_by_hand)
+    rotator = Rotator(state.kv)
+    state.closing.append(rotator.close)
+    info = rotator.retire_now(name, revoked_by_hand=revoked_by_hand)
     if output_format == "json":
         click.echo(render.dumps(render.key_json(info)))
     else:

@@ -88,6 +88,10 @@ class Rotator:
         #: provider -> seconds this machine's clock is ahead of the backend's (last seen)
         self.clock_skew: dict[str, float] = {}
 
+    def close(self) -> None:
+        """Close the HTTP clients the issuers made."""
+        self.issuers.close()
+
     # -- one key ---------------------------------------------------------------------------
 
     def advance(self, name: str, *, force: bool = False, dry_run: bool = False) -> Outcome:

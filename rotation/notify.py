@@ -7,6 +7,8 @@ Events carry names, fingerprints and details, never values.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -21,18 +23,30 @@ log = logging.getLogger("keyvault.notify")
 
 class Notifier:
     def __init__(
-        self, url: str | None, *, timeout: float = 5.0, client: httpx.Client | None = None
+        self,
+        url: str | None,
+        *,
+        timeout: float = 5.0,
+        client: httpx.Client | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ):
         self.url = url
+        self._owns_client = client is None
         self._client = client or (httpx.Client(timeout=timeout) if url else None)
+        self._clock = clock
         self._overdue: set[tuple[str, str]] = set()
         self.sent = 0
+
+    def close(self) -> None:
+        """Close the HTTP client this notifier made (not one it was given)."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
 
     def _post(self, event: dict[str, Any]) -> None:
         if self.url is None or self._client is None:
             return
         try:
-            response = self._client.post(self.url, json={**event, "at": utcnow().isoformat()})
+            response = self._client.post(self.url, json={**event, "at": self._clock().isoformat()})
             response.raise_for_status()
             self.sent += 1
         except httpx.HTTPError as exc:

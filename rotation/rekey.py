@@ -12,6 +12,8 @@ a keyring with more than one key means "step 1 done".
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +57,14 @@ def rekey(config: Config, provider_name: str) -> RekeyReport:
     return _rekey_env(provider_name, store_path, settings.master_key_variable())
 
 
-def _reseal(provider_name: str, store_path: Path, ring: Keyring) -> tuple[FileProvider, int]:
+@contextmanager
+def _opened(provider_name: str, store_path: Path, ring: Keyring) -> Iterator[FileProvider]:
+    """The store, closed whatever happens (an interrupted rekey is resumed by the next)."""
     store = FileProvider(provider_name, store_path, ring)
-    resealed = store.reseal()
-    return store, resealed
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _rekey_key_file(provider_name: str, store_path: Path, key_path: Path) -> RekeyReport:
@@ -68,10 +74,10 @@ def _rekey_key_file(provider_name: str, store_path: Path, key_path: Path) -> Rek
         write_key_file(key_path, ring.keys, overwrite=True)
         log.info("rekey: new master key %s added to %s", ring.primary.key_id, key_path)
     old_ids = tuple(key.key_id for key in ring.keys[1:])
-    store, resealed = _reseal(provider_name, store_path, ring)
-    write_key_file(key_path, [ring.primary], overwrite=True)
-    store.forget_master_keys()
-    store.close()
+    with _opened(provider_name, store_path, ring) as store:
+        resealed = store.reseal()
+        write_key_file(key_path, [ring.primary], overwrite=True)
+        store.forget_master_keys()
     return RekeyReport(provider_name, old_ids, ring.primary.key_id, resealed, True)
 
 
@@ -100,10 +106,10 @@ def _rekey_kms(
         write_private_lines(wrapped_path, lines, overwrite=True)
     ring, _ = kms_keyring(kms, settings.master_key_kms, lines)
     old_ids = tuple(key.key_id for key in ring.keys[1:])
-    store, resealed = _reseal(provider_name, store_path, ring)
-    write_private_lines(wrapped_path, lines[:1], overwrite=True)
-    store.forget_master_keys()
-    store.close()
+    with _opened(provider_name, store_path, ring) as store:
+        resealed = store.reseal()
+        write_private_lines(wrapped_path, lines[:1], overwrite=True)
+        store.forget_master_keys()
     return RekeyReport(provider_name, old_ids, ring.primary.key_id, resealed, True)
 
 
@@ -116,9 +122,9 @@ def _rekey_env(provider_name: str, store_path: Path, variable: str) -> RekeyRepo
             "`keyvault rekey` to re-encrypt, then set it to NEW alone"
         )
     old_ids = tuple(key.key_id for key in ring.keys[1:])
-    store, resealed = _reseal(provider_name, store_path, ring)
-    store.forget_master_keys()
-    store.close()
+    with _opened(provider_name, store_path, ring) as store:
+        resealed = store.reseal()
+        store.forget_master_keys()
     return RekeyReport(
         provider_name,
         old_ids,

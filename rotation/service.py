@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,6 +29,7 @@ from prometheus_client import (
 )
 
 from keyvault.errors import ConfigError
+from keyvault.model import utcnow
 from keyvault.registry import KeyVault
 from rotation import logs
 from rotation.engine import Result, Rotator
@@ -113,14 +115,16 @@ class Service:
         interval: timedelta = timedelta(hours=1),
         rotator: Rotator | None = None,
         notifier: Notifier | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.kv = kv
         self.host = host
         self.port = port
         self.interval = interval
         self.rotator = rotator or Rotator(kv)
+        self.clock = clock
         self.notifier = notifier or Notifier(
-            kv.config.notify.webhook, timeout=kv.config.notify.timeout
+            kv.config.notify.webhook, timeout=kv.config.notify.timeout, clock=clock
         )
         self.metrics = ServiceMetrics()
         self.stop_event = threading.Event()
@@ -170,7 +174,7 @@ class Service:
             log.exception("sweep crashed")
         finally:
             self.sweeps += 1
-            self.last_sweep_at = datetime.now(UTC)
+            self.last_sweep_at = self.clock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -180,7 +184,7 @@ class Service:
             self.sweep_once,
             "interval",
             seconds=self.interval.total_seconds(),
-            next_run_time=datetime.now(UTC),
+            next_run_time=self.clock(),
             coalesce=True,
             max_instances=1,
             id="sweep",
@@ -201,6 +205,8 @@ class Service:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+        self.notifier.close()
+        self.rotator.close()
         self.kv.close()
         log.info("keyvault serve stopped")
 

@@ -187,6 +187,9 @@ def test_healthz_unhealthy_after_a_crashed_sweep(tmp_path: Path) -> None:
         def advance(self, *args: object, **kwargs: object) -> None:
             raise RuntimeError("bug")
 
+        def close(self) -> None:
+            pass
+
     service.sweep_once()
     assert service.last_sweep_ok is True
     kv.provider("local").create(

@@ -119,6 +119,13 @@ class IssuerCache:
             self._issuers[name] = build_issuer(self.kv, name)
         return self._issuers[name]
 
+    def close(self) -> None:
+        """Close what issuers hold (their HTTP clients); safe to call twice."""
+        for issuer in self._issuers.values():
+            close = getattr(issuer, "close", None)
+            if callable(close):
+                close()
+
     def register(self, name: str, issuer: Issuer) -> None:
         """Use ``issuer`` for every key configured with issuer ``name`` (tests, embedding)."""
         self._issuers[name] = issuer

@@ -37,11 +37,17 @@ class AnthropicIssuer:
     ) -> None:
         self.config = config
         self.kv = kv
+        self._owns_client = client is None
         self.client = client or httpx.Client(
             base_url=config.base_url,
             timeout=config.timeout,
             headers={"anthropic-version": config.anthropic_version},
         )
+
+    def close(self) -> None:
+        """Close the HTTP client made here (one passed in belongs to the caller)."""
+        if self._owns_client:
+            self.client.close()
 
     def create(self, key_name: str) -> Issued:
         raise NeedsStaging(

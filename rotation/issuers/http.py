@@ -22,7 +22,13 @@ class HttpIssuer:
     def __init__(self, config: HttpIssuerConfig, kv: KeyVault, client: httpx.Client | None = None):
         self.config = config
         self.kv = kv
+        self._owns_client = client is None
         self.client = client or httpx.Client(timeout=config.timeout)
+
+    def close(self) -> None:
+        """Close the HTTP client made here (one passed in belongs to the caller)."""
+        if self._owns_client:
+            self.client.close()
 
     def _admin_headers(self) -> dict[str, str]:
         if self.config.admin_key is None:
