@@ -29,18 +29,23 @@ from tests.leaks import assert_not_leaked, canary
 from tests.rotation_helpers import make_kv
 
 Names = Callable[[str], str]
-NOW = datetime.now(UTC)
 
 
-def seed(provider: KeyProvider, key_name: Names) -> dict[str, str]:
+@pytest.fixture
+def now() -> datetime:
+    """The time each test audits at, taken when the test starts (not at import)."""
+    return datetime.now(UTC)
+
+
+def seed(provider: KeyProvider, key_name: Names, now: datetime) -> dict[str, str]:
     """One key per status, with chosen ages; returns name → expected status."""
     names = {s: key_name(s) for s in ("ok", "due", "overdue", "pending", "grace")}
-    provider.create(names["ok"], SecretValue(canary()), created_at=NOW - timedelta(days=10))
-    provider.create(names["due"], SecretValue(canary()), created_at=NOW - timedelta(days=85))
-    provider.create(names["overdue"], SecretValue(canary()), created_at=NOW - timedelta(days=95))
-    provider.create(names["pending"], SecretValue(canary()), created_at=NOW - timedelta(days=30))
+    provider.create(names["ok"], SecretValue(canary()), created_at=now - timedelta(days=10))
+    provider.create(names["due"], SecretValue(canary()), created_at=now - timedelta(days=85))
+    provider.create(names["overdue"], SecretValue(canary()), created_at=now - timedelta(days=95))
+    provider.create(names["pending"], SecretValue(canary()), created_at=now - timedelta(days=30))
     provider.stage(names["pending"], SecretValue(canary()))
-    v1 = provider.create(names["grace"], SecretValue(canary()), created_at=NOW - timedelta(days=85))
+    v1 = provider.create(names["grace"], SecretValue(canary()), created_at=now - timedelta(days=85))
     staged = provider.stage(names["grace"], SecretValue(canary()))
     assert staged.pending is not None
     provider.promote(
@@ -55,9 +60,11 @@ def seed(provider: KeyProvider, key_name: Names) -> dict[str, str]:
     }
 
 
-def test_every_status_from_real_stores(provider: KeyProvider, key_name: Names) -> None:
-    expected = seed(provider, key_name)
-    rows = audit(make_kv(provider), NOW)
+def test_every_status_from_real_stores(
+    provider: KeyProvider, key_name: Names, now: datetime
+) -> None:
+    expected = seed(provider, key_name, now)
+    rows = audit(make_kv(provider), now)
     got = {row.name: str(row.status) for row in rows if row.name in expected}
     assert got == expected
     severities = [row.severity for row in rows]
@@ -70,13 +77,13 @@ def test_every_status_from_real_stores(provider: KeyProvider, key_name: Names) -
 
 
 def test_read_only_and_error_rows(
-    file_provider: FileProvider, monkeypatch: pytest.MonkeyPatch
+    file_provider: FileProvider, monkeypatch: pytest.MonkeyPatch, now: datetime
 ) -> None:
     from keyvault.config import parse_config
     from keyvault.registry import KeyVault
 
     monkeypatch.setenv("CI_TOKEN", canary())
-    monkeypatch.setenv("CI_TOKEN_CREATED_AT", (NOW - timedelta(days=20)).isoformat())
+    monkeypatch.setenv("CI_TOKEN_CREATED_AT", (now - timedelta(days=20)).isoformat())
     monkeypatch.setenv("KV_TEST_TOKEN", "wrong")
     config = parse_config(
         {
@@ -90,7 +97,7 @@ def test_read_only_and_error_rows(
     )
     file_provider.create("a/key", SecretValue(canary()))
     kv = KeyVault(config, providers={"local": file_provider})
-    rows = {(row.provider, row.name): row for row in audit(kv, NOW)}
+    rows = {(row.provider, row.name): row for row in audit(kv, now)}
     assert rows[("ci", "ci/token")].status == Status.READ_ONLY
     assert rows[("ci", "ci/token")].age is not None
     error = rows[("bao", "*")]
@@ -102,13 +109,13 @@ def test_read_only_and_error_rows(
 
 
 @pytest.fixture
-def rows(file_provider: FileProvider, key_name: Names) -> list[Any]:
-    seed(file_provider, key_name)
-    return audit(make_kv(file_provider), NOW)
+def rows(file_provider: FileProvider, key_name: Names, now: datetime) -> list[Any]:
+    seed(file_provider, key_name, now)
+    return audit(make_kv(file_provider), now)
 
 
-def test_json_validates_against_the_documented_schema(rows: list[Any]) -> None:
-    document = json.loads(report.to_json(rows, NOW))
+def test_json_validates_against_the_documented_schema(rows: list[Any], now: datetime) -> None:
+    document = json.loads(report.to_json(rows, now))
     jsonschema.validate(document, report.schema(), format_checker=jsonschema.FormatChecker())
     assert document["summary"]["rotating"] == 2 and document["summary"]["overdue"] == 1
     assert all(isinstance(k["age_days"], float) for k in document["keys"])
@@ -130,17 +137,17 @@ def test_markdown_has_a_row_per_key(rows: list[Any]) -> None:
     assert lines[0].startswith("| status | name |")
 
 
-def test_no_format_ever_holds_a_value(file_provider: FileProvider) -> None:
+def test_no_format_ever_holds_a_value(file_provider: FileProvider, now: datetime) -> None:
     raws = [canary() for _ in range(3)]
-    file_provider.create("a", SecretValue(raws[0]), created_at=NOW - timedelta(days=95))
+    file_provider.create("a", SecretValue(raws[0]), created_at=now - timedelta(days=95))
     file_provider.stage("a", SecretValue(raws[1]))
     file_provider.create("b", SecretValue(raws[2]))
-    rows = audit(make_kv(file_provider), NOW)
+    rows = audit(make_kv(file_provider), now)
     texts = [
-        report.to_json(rows, NOW),
+        report.to_json(rows, now),
         report.to_csv(rows),
         report.to_markdown(rows),
-        report.to_html(rows, NOW),
+        report.to_html(rows, now),
     ]
     from rich.console import Console
 
@@ -178,15 +185,15 @@ def local_store(workdir: Path) -> FileProvider:
     return FileProvider("local", workdir / "store.db", keyring_from_file(workdir / "master.key"))
 
 
-def test_fail_on_exit_codes(workdir: Path) -> None:
+def test_fail_on_exit_codes(workdir: Path, now: datetime) -> None:
     store = local_store(workdir)
-    store.create("fresh", SecretValue(canary()), created_at=NOW - timedelta(days=5))
+    store.create("fresh", SecretValue(canary()), created_at=now - timedelta(days=5))
     assert run("audit", "--fail-on", "due").exit_code == 0
-    store.create("due", SecretValue(canary()), created_at=NOW - timedelta(days=85))
+    store.create("due", SecretValue(canary()), created_at=now - timedelta(days=85))
     assert run("audit", "--fail-on", "overdue").exit_code == 0
     failed = run("audit", "--fail-on", "due")
     assert failed.exit_code == 1 and "due or worse: due" in failed.stderr
-    store.create("overdue", SecretValue(canary()), created_at=NOW - timedelta(days=95))
+    store.create("overdue", SecretValue(canary()), created_at=now - timedelta(days=95))
     assert run("audit", "--fail-on", "overdue").exit_code == 1
     assert run("audit").exit_code == 0, "no gate, no failure"
 
@@ -210,9 +217,9 @@ def test_unreachable_provider_reports_the_rest_and_exits_5(
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "csv", "markdown", "html"])
-def test_every_format_from_the_cli(workdir: Path, fmt: str) -> None:
+def test_every_format_from_the_cli(workdir: Path, fmt: str, now: datetime) -> None:
     raw = canary()
-    local_store(workdir).create("a/key", SecretValue(raw), created_at=NOW - timedelta(days=85))
+    local_store(workdir).create("a/key", SecretValue(raw), created_at=now - timedelta(days=85))
     result = run("audit", "--format", fmt)
     assert result.exit_code == 0, result.output
     assert "a/key" in result.stdout
@@ -261,9 +268,11 @@ def _png_size(data: bytes) -> tuple[int, int]:
     _chromium() is None,
     reason="no Chromium here (Debian's `chromium` package; scripts/install-test-tools installs it)",
 )
-def test_html_report_renders_in_a_browser_with_its_chart(rows: list[Any], tmp_path: Path) -> None:
+def test_html_report_renders_in_a_browser_with_its_chart(
+    rows: list[Any], tmp_path: Path, now: datetime
+) -> None:
     page = tmp_path / "audit.html"
-    page.write_text(report.to_html(rows, NOW))
+    page.write_text(report.to_html(rows, now))
     browser = _chromium()
     assert browser is not None
     profile = tmp_path / "profile"

@@ -633,14 +633,22 @@ def test_prometheus_metrics_by_key_and_fingerprint(
 ) -> None:
     import prometheus_client
 
+    labels = {"key": "api/key", "fingerprint": fingerprint(valid_key)}
+    series = [
+        ("keyvault_client_requests_total", {**labels, "status": "200"}),
+        ("keyvault_client_requests_total", {**labels, "status": "503"}),
+        ("keyvault_client_retries_total", {"key": "api/key", "reason": "503"}),
+    ]
+
+    def counts() -> list[float]:  # the registry is global: compare before and after
+        sample = prometheus_client.REGISTRY.get_sample_value
+        return [sample(name, labels) or 0.0 for name, labels in series]
+
+    before = counts()
     vendor.state.script.append((503, {}))
     delays: list[float] = []
     client = no_sleep_client(kv, "sync", "api/key", delays, base_url=vendor.url)
     assert client.get("/v1/models").status_code == 200
-    labels = {"key": "api/key", "fingerprint": fingerprint(valid_key)}
-    sample = prometheus_client.REGISTRY.get_sample_value
-    assert sample("keyvault_client_requests_total", {**labels, "status": "200"}) >= 1
-    assert sample("keyvault_client_requests_total", {**labels, "status": "503"}) >= 1
-    assert sample("keyvault_client_retries_total", {"key": "api/key", "reason": "503"}) >= 1
+    assert [after - was for after, was in zip(counts(), before, strict=True)] == [1.0, 1.0, 1.0]
     exposition = prometheus_client.generate_latest().decode()
     assert_not_leaked(exposition, valid_key, where="the metrics")
