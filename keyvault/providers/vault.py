@@ -207,6 +207,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         list_concurrency: int = 16,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.client = client
@@ -221,6 +222,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             token_env=token_env,
             approle=approle,
             environ=os.environ if environ is None else environ,
+            monotonic=monotonic,
         )
 
     # -- the one error boundary ------------------------------------------------------------
