@@ -10,6 +10,7 @@ import pytest
 from keyvault.crypto import Keyring, MasterKey
 from keyvault.providers.base import KeyProvider
 from keyvault.providers.file import FileProvider
+from tests.vendor_api import VendorAPI
 
 pytest_plugins = ["tests.fixtures_vault", "tests.fixtures_aws"]
 
@@ -38,6 +39,45 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+#: the config a test module's ``workdir`` gets unless the module sets ``CONFIG`` (or
+#: ``WORKDIR_CONFIG = None`` for an empty directory, as before ``keyvault init``)
+STANDARD_CONFIG = """
+default_provider = "local"
+
+[providers.local]
+type = "file"
+path = "store.db"
+master_key_file = "master.key"
+
+[policies.default]
+max_age = "90d"
+warn_age = "80d"
+grace = "7d"
+"""
+
+
+@pytest.fixture
+def workdir(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The current directory for a CLI test, with no config or environment leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for variable in ("KEYVAULT_CONFIG", "KEYVAULT_ENV"):
+        monkeypatch.delenv(variable, raising=False)
+    config = getattr(
+        request.module, "WORKDIR_CONFIG", getattr(request.module, "CONFIG", STANDARD_CONFIG)
+    )
+    return tmp_path if config is None else prepare_workdir(tmp_path, config)
+
+
+@pytest.fixture
+def vendor() -> Iterator[VendorAPI]:
+    """The loopback vendor API (keys, admin API, scripted failures), one per test."""
+    api = VendorAPI().start()
+    yield api
+    api.stop()
 
 
 @pytest.fixture

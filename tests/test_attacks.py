@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,14 +59,6 @@ max_age = "90d"
 warn_age = "80d"
 grace = "7d"
 """
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KEYVAULT_CONFIG", raising=False)
-    monkeypatch.delenv("KEYVAULT_ENV", raising=False)
-    return prepare_workdir(tmp_path, CONFIG)
 
 
 def run(*args: str, input: str | bytes | None = None) -> Result:
@@ -601,13 +592,6 @@ def test_init_ignores_a_permissive_umask(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 # -- recovery paths --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def vendor() -> Iterator[VendorAPI]:
-    api = VendorAPI().start()
-    yield api
-    api.stop()
 
 
 def _http_issuer_config(vendor: VendorAPI, *, revoke: bool = True) -> str:

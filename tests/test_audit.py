@@ -24,7 +24,6 @@ from rotation import report
 from rotation.audit import audit
 from rotation.cli import cli
 from rotation.status import Status
-from tests.conftest import prepare_workdir
 from tests.leaks import assert_not_leaked, canary
 from tests.rotation_helpers import make_kv
 
@@ -168,13 +167,6 @@ type = "file"
 path = "store.db"
 master_key_file = "master.key"
 """
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KEYVAULT_CONFIG", raising=False)
-    return prepare_workdir(tmp_path, CONFIG)
 
 
 def run(*args: str) -> Result:

@@ -18,13 +18,7 @@ from rotation.cli import cli
 from tests.leaks import assert_not_leaked, canary
 
 Run = Callable[..., Result]
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KEYVAULT_CONFIG", raising=False)
-    return tmp_path
+WORKDIR_CONFIG = None  # init makes the config: each test starts from an empty directory
 
 
 @pytest.fixture

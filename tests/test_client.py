@@ -49,13 +49,6 @@ class CountingProvider(FileProvider):
 
 
 @pytest.fixture
-def vendor() -> Iterator[VendorAPI]:
-    api = VendorAPI().start()
-    yield api
-    api.stop()
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Iterator[CountingProvider]:
     provider = CountingProvider(
         "local", tmp_path / "s.db", Keyring([MasterKey.generate()]), create=True

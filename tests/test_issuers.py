@@ -25,13 +25,6 @@ from tests.vendor_api import VendorAPI
 
 
 @pytest.fixture
-def vendor() -> Iterator[VendorAPI]:
-    api = VendorAPI().start()
-    yield api
-    api.stop()
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Iterator[FileProvider]:
     clock = Clock(datetime.now(UTC))
     provider = FileProvider(

@@ -14,7 +14,6 @@ from click.testing import CliRunner, Result
 from keyvault.config import parse_config
 from keyvault.errors import ConfigError
 from rotation.cli import cli
-from tests.conftest import prepare_workdir
 from tests.leaks import canary
 
 CONFIG = """
@@ -25,14 +24,6 @@ type = "file"
 path = "store.db"
 master_key_file = "master.key"
 """
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KEYVAULT_CONFIG", raising=False)
-    monkeypatch.delenv("KEYVAULT_ENV", raising=False)
-    return prepare_workdir(tmp_path, CONFIG)
 
 
 def run(*args: str, input: str | bytes | None = None) -> Result:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,6 @@ REAL_API = "https://api.anthropic.com"
 def _python_blocks() -> list[str]:
     tokens = MarkdownIt().parse(README.read_text())
     return [t.content for t in tokens if t.type == "fence" and t.info.strip() == "python"]
-
-
-@pytest.fixture
-def vendor() -> Iterator[VendorAPI]:
-    api = VendorAPI().start()
-    yield api
-    api.stop()
 
 
 def test_python_snippets_run_as_written(

@@ -20,7 +20,6 @@ from keyvault.masterkey import keyring_from_file
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
 from rotation.cli import cli
-from tests.conftest import prepare_workdir
 from tests.leaks import assert_not_leaked, canary
 from tests.vendor_api import VendorAPI
 
@@ -37,14 +36,6 @@ max_age = "90d"
 warn_age = "80d"
 grace = "7d"
 """
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KEYVAULT_CONFIG", raising=False)
-    monkeypatch.delenv("KEYVAULT_ENV", raising=False)
-    return prepare_workdir(tmp_path, CONFIG)
 
 
 def run(*args: str, input: str | None = None) -> Result:

@@ -8,12 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 
 from keyvault.masterkey import keyring_from_file
 from keyvault.providers.file import FileProvider
@@ -36,13 +34,6 @@ max_age = "90d"
 warn_age = "80d"
 grace = "7d"
 """
-
-
-@pytest.fixture
-def vendor() -> Iterator[VendorAPI]:
-    api = VendorAPI().start()
-    yield api
-    api.stop()
 
 
 def setup_store(workdir: Path, extra: str = "") -> FileProvider:
