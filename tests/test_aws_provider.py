@@ -24,6 +24,7 @@ from keyvault.errors import (
     ConfigError,
     ConflictError,
     IntegrityError,
+    KeyExistsError,
     KeyNotFoundError,
 )
 from keyvault.model import KeyInfo
@@ -237,7 +238,7 @@ def test_value_field(kms_key_id: str) -> None:
     secrets.create_secret(
         Name="vf/bad", SecretString="not json", Tags=[{"Key": "keyvault:managed", "Value": "true"}]
     )
-    with pytest.raises(Exception, match="value_field"):
+    with pytest.raises(ConfigError, match="value_field"):
         provider.get_keyset("bad")
 
 
@@ -295,7 +296,7 @@ def test_throttled_past_retries_is_unavailable(aws_provider: AwsProvider) -> Non
 def test_errors_hold_no_secret(aws_provider: AwsProvider) -> None:
     raw = canary()
     aws_provider.create("leak", SecretValue(raw))
-    with pytest.raises(Exception) as excinfo:
+    with pytest.raises(KeyExistsError) as excinfo:
         aws_provider.create("leak", SecretValue(raw))
     assert_not_leaked(str(excinfo.value), raw, where="the error")
 

@@ -12,7 +12,13 @@ import hvac
 import pytest
 from click.testing import CliRunner
 
-from keyvault.errors import AuthError, BackendUnavailableError, ConfigError, KeyNotFoundError
+from keyvault.errors import (
+    AuthError,
+    BackendUnavailableError,
+    ConfigError,
+    KeyExistsError,
+    KeyNotFoundError,
+)
 from keyvault.providers.vault import AppRoleLogin, VaultProvider
 from keyvault.secret import SecretValue
 from rotation.cli import cli
@@ -256,7 +262,7 @@ def test_server_down_then_back(vault_prefix: str) -> None:
 def test_errors_carry_no_secret(vault_provider: VaultProvider) -> None:
     raw = canary()
     vault_provider.create("leak", SecretValue(raw))
-    with pytest.raises(Exception) as excinfo:
+    with pytest.raises(KeyExistsError) as excinfo:
         vault_provider.create("leak", SecretValue(raw))
     assert_not_leaked(str(excinfo.value) + repr(excinfo.value), raw, where="the error")
     assert excinfo.value.__suppress_context__
