@@ -203,6 +203,11 @@ class BrokenKey:
     error: KeyvaultError
 
 
+class ServerKeyKind(enum.StrEnum):
+    AWS_KMS = "aws-kms"
+    VAULT_TRANSIT = "vault-transit"
+
+
 @dataclass(frozen=True, slots=True)
 class ServerKeyInfo:
     """A key a server rotates itself (AWS KMS, Vault Transit): clients never get material.
@@ -213,7 +218,7 @@ class ServerKeyInfo:
 
     name: str
     provider: str
-    kind: str
+    kind: ServerKeyKind
     latest_version: str
     created_at: datetime | None
     last_rotated_at: datetime | None = None

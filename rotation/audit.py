@@ -7,23 +7,34 @@ provider that cannot be read yields one ``error`` row and the others are still r
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from keyvault.config import PolicyConfig
 from keyvault.errors import IntegrityError, KeyNotFoundError, KeyvaultError
-from keyvault.model import BrokenKey, KeyInfo, ServerKeyInfo
+from keyvault.model import BrokenKey, KeyInfo, ServerKeyInfo, ServerKeyKind
 from keyvault.providers.base import ServerRotatedKeys
 from keyvault.registry import KeyVault
 from rotation.status import SEVERITY, Status, age, key_status, retire_at, server_key_status
+
+
+class RowKind(enum.StrEnum):
+    """What a row describes: a credential key, a server-rotated key, or (name ``*``) a
+    provider that could not be read."""
+
+    CREDENTIAL = "credential"
+    AWS_KMS = ServerKeyKind.AWS_KMS.value
+    VAULT_TRANSIT = ServerKeyKind.VAULT_TRANSIT.value
+    PROVIDER = "provider"
 
 
 @dataclass(frozen=True)
 class AuditRow:
     name: str
     provider: str
-    kind: str  # "credential", "aws-kms", "vault-transit", or "provider" for an error row
+    kind: RowKind
     status: Status
     environment: str | None = None
     fingerprint: str | None = None
@@ -58,7 +69,7 @@ def credential_row(kv: KeyVault, info: KeyInfo, now: datetime) -> AuditRow:
     return AuditRow(
         name=info.name,
         provider=info.provider,
-        kind="credential",
+        kind=RowKind.CREDENTIAL,
         status=Status.ERROR if info.problem is not None else key_status(info, policy, now),
         error_code=IntegrityError.exit_code if info.problem is not None else None,
         environment=environment,
@@ -79,7 +90,7 @@ def broken_row(broken: BrokenKey) -> AuditRow:
     return AuditRow(
         name=broken.name,
         provider=broken.provider,
-        kind="credential",
+        kind=RowKind.CREDENTIAL,
         status=Status.ERROR,
         note=f"{type(broken.error).__name__}: {broken.error}",
         error_code=broken.error.exit_code,
@@ -101,7 +112,7 @@ def server_row(kv: KeyVault, info: ServerKeyInfo, now: datetime) -> AuditRow:
     return AuditRow(
         name=info.name,
         provider=info.provider,
-        kind=info.kind,
+        kind=RowKind(info.kind),
         status=server_key_status(info, policy, now),
         fingerprint=f"v{info.latest_version}",
         age=age(info.created_at, now),
@@ -138,7 +149,7 @@ def audit(
                 AuditRow(
                     name="*",
                     provider=provider_name,
-                    kind="provider",
+                    kind=RowKind.PROVIDER,
                     status=Status.ERROR,
                     note=f"{type(exc).__name__}: {exc}",
                     error_code=exc.exit_code,
@@ -154,7 +165,7 @@ def audit(
 def _missing_rows(kv: KeyVault, rows: list[AuditRow], providers: list[str]) -> list[AuditRow]:
     """A key the config names that its (readable) provider does not hold: an error row, so
     a typo in a name or a key never created does not pass an audit as an empty table."""
-    unreadable = {row.provider for row in rows if row.kind == "provider"}
+    unreadable = {row.provider for row in rows if row.kind == RowKind.PROVIDER}
     listed = {(row.provider, row.name) for row in rows}
     missing = []
     for name in kv.config.keys:
@@ -165,7 +176,7 @@ def _missing_rows(kv: KeyVault, rows: list[AuditRow], providers: list[str]) -> l
             AuditRow(
                 name=name,
                 provider=provider,
-                kind="credential",
+                kind=RowKind.CREDENTIAL,
                 status=Status.ERROR,
                 note=f'configured in [keys."{name}"] but provider {provider!r} has no such key '
                 f"(create it: `keyvault put {name}`)",

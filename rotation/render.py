@@ -13,6 +13,7 @@ from rich.table import Table
 
 from keyvault.model import KeyInfo, VersionInfo
 from rotation.engine import Outcome
+from rotation.plan import Result
 
 
 def iso(value: datetime | None) -> str | None:
@@ -110,16 +111,16 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-_RESULT_STYLE = {
-    "rotated": "green",
-    "retired": "green",
-    "unchanged": "dim",
-    "waiting": "yellow",
-    "planned": "cyan",
-    "conflict": "yellow",
-    "needs-staging": "red",
-    "failed": "bold red",
-    "read-only": "dim",
+_RESULT_STYLE: dict[Result, str] = {
+    Result.ROTATED: "green",
+    Result.RETIRED: "green",
+    Result.UNCHANGED: "dim",
+    Result.WAITING: "yellow",
+    Result.PLANNED: "cyan",
+    Result.CONFLICT: "yellow",
+    Result.NEEDS_STAGING: "red",
+    Result.FAILED: "bold red",
+    Result.READ_ONLY: "dim",
 }
 
 
@@ -128,9 +129,9 @@ def outcome_table(outcomes: list[Outcome], *, dry_run: bool = False) -> Table:
     for column in ("key", "result", "steps", "detail"):
         table.add_column(column)
     for outcome in outcomes:
-        style = _RESULT_STYLE.get(str(outcome.result), "")
+        style = _RESULT_STYLE[outcome.result]
         steps = " → ".join(str(step) for step in outcome.steps) or "-"
-        if outcome.failed_step is not None and outcome.result == "failed":
+        if outcome.failed_step is not None and outcome.result == Result.FAILED:
             steps += f" ✗ {outcome.failed_step}"
         table.add_row(
             escape(outcome.key),

@@ -15,7 +15,7 @@ from datetime import datetime
 from keyvault.errors import KeyvaultError
 from keyvault.providers.base import ServerRotatedKeys
 from keyvault.registry import KeyVault
-from rotation.audit import AuditRow, audit, server_key_policy
+from rotation.audit import AuditRow, RowKind, audit, server_key_policy
 from rotation.engine import Outcome, Result, Rotator
 from rotation.status import Status, needs_rotation, server_key_status
 
@@ -41,11 +41,11 @@ class SweepReport:
     def unreadable(self) -> list[AuditRow]:
         """One row per provider the sweep could not read: then the sweep itself failed,
         however many keys it did rotate elsewhere."""
-        return [row for row in self.rows if row.kind == "provider"]
+        return [row for row in self.rows if row.kind == RowKind.PROVIDER]
 
     @property
     def keys(self) -> int:
-        return sum(1 for row in self.rows if row.kind != "provider")
+        return sum(1 for row in self.rows if row.kind != RowKind.PROVIDER)
 
 
 def sweep(
@@ -68,7 +68,7 @@ def sweep(
             break
         if wanted is not None and row.name not in wanted:
             continue
-        if row.kind != "credential" or row.status in (Status.ERROR, Status.READ_ONLY):
+        if row.kind != RowKind.CREDENTIAL or row.status in (Status.ERROR, Status.READ_ONLY):
             continue
         if not (force or needs_rotation(row.status) or row.status == Status.ROTATING):
             continue
@@ -87,7 +87,9 @@ def _rotate_server_keys(
     kv: KeyVault, report: SweepReport, now: datetime, stop: threading.Event | None
 ) -> None:
     for row in report.rows:
-        if row.kind in ("credential", "provider") or (stop is not None and stop.is_set()):
+        if row.kind in (RowKind.CREDENTIAL, RowKind.PROVIDER) or (
+            stop is not None and stop.is_set()
+        ):
             continue
         provider = kv.provider(row.provider)
         if not isinstance(provider, ServerRotatedKeys):
@@ -100,9 +102,7 @@ def _rotate_server_keys(
                 provider.rotate_server_key(row.name)
                 report.server_rotations.append(row.name)
                 log.info("server key %s (%s) rotated", row.name, row.provider)
-            retire = getattr(provider, "retire_server_key_versions", None)
-            if retire is not None:
-                retire(row.name, grace=policy.grace)
+            provider.retire_server_key_versions(row.name, grace=policy.grace)
         except KeyvaultError as exc:
             report.errors.append(f"server key {row.name}: {exc}")
             log.warning("server key %s: %s", row.name, exc)

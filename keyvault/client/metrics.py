@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from keyvault.client.resilience import BreakerState
+
 log = logging.getLogger("keyvault.client")
 
 _prom: Any
@@ -58,10 +60,10 @@ class ClientMetrics:
         if self._retries is not None:
             self._retries.labels(self.key, reason).inc()
 
-    def breaker(self, state: str) -> None:
+    def breaker(self, state: BreakerState) -> None:
         log.warning("key %s: circuit breaker %s", self.key, state)
         if self._breaker is not None:
-            self._breaker.labels(self.key).set(0 if state == "closed" else 1)
+            self._breaker.labels(self.key).set(0 if state == BreakerState.CLOSED else 1)
 
     def refresh(self, fingerprint: str) -> None:
         log.info("key %s: keyset refreshed, primary %s", self.key, fingerprint)

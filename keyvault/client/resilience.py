@@ -10,6 +10,7 @@ take their clock, sleep and randomness as parameters, like tenacity's ``sleep=``
 from __future__ import annotations
 
 import email.utils
+import enum
 import random
 import threading
 import time
@@ -103,11 +104,17 @@ class RetryPolicy:
 NO_RETRIES = RetryPolicy(max_attempts=1)
 
 
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
 class CircuitBreaker:
     """Closed → open after ``threshold`` consecutive failures → half-open after ``cooldown``
     (one trial request) → closed on its success, open again on its failure."""
 
-    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+    CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
     def __init__(
         self,
@@ -116,7 +123,7 @@ class CircuitBreaker:
         threshold: int = 5,
         cooldown: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[str], None] | None = None,
+        on_change: Callable[[BreakerState], None] | None = None,
     ) -> None:
         self.name = name
         self.threshold = threshold
@@ -130,7 +137,7 @@ class CircuitBreaker:
         self._trial_in_flight = False
 
     @property
-    def state(self) -> str:
+    def state(self) -> BreakerState:
         with self._lock:
             if self._state == self.OPEN and self._clock() - self._opened_at >= self.cooldown:
                 return self.HALF_OPEN
@@ -177,7 +184,7 @@ class CircuitBreaker:
         with self._lock:
             self._trial_in_flight = False
 
-    def _set(self, state: str) -> None:
+    def _set(self, state: BreakerState) -> None:
         self._state = state
         if self._on_change is not None:
             self._on_change(state)

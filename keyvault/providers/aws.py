@@ -55,6 +55,7 @@ from keyvault.model import (
     KeySet,
     KeyVersion,
     ServerKeyInfo,
+    ServerKeyKind,
     VersionInfo,
     key_path,
     utcnow,
@@ -868,7 +869,7 @@ def kms_key_info(
     return ServerKeyInfo(
         name=key_id,
         provider=provider,
-        kind="aws-kms",
+        kind=ServerKeyKind.AWS_KMS,
         latest_version=str(len(rotations) + 1),
         created_at=last or _aware(metadata.get("CreationDate")),
         last_rotated_at=last,

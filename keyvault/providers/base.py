@@ -218,3 +218,9 @@ class ServerRotatedKeys(ABC):
     @abstractmethod
     def rotate_server_key(self, name: str) -> ServerKeyInfo:
         """Rotate now; old versions keep decrypting."""
+
+    def retire_server_key_versions(self, name: str, *, grace: timedelta) -> ServerKeyInfo | None:
+        """Once the newest version is older than ``grace``, stop old versions decrypting,
+        where the server lets a client say so (Vault Transit's min_decryption_version).
+        None where old versions are the server's to keep (AWS KMS keeps every one)."""
+        return None

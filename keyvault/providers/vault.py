@@ -52,6 +52,7 @@ from keyvault.model import (
     KeySet,
     KeyVersion,
     ServerKeyInfo,
+    ServerKeyKind,
     Stage,
     VersionInfo,
     key_path,
@@ -632,7 +633,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         return ServerKeyInfo(
             name=name,
             provider=self.name,
-            kind="vault-transit",
+            kind=ServerKeyKind.VAULT_TRANSIT,
             latest_version=str(latest),
             created_at=created,
             last_rotated_at=created if latest > 1 else None,
