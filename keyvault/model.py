@@ -161,10 +161,11 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class VersionInfo:
-    """A version's metadata: what an audit may see."""
+    """A version's metadata: what an audit may see. ``fingerprint`` is None when the
+    backend does not know it (a version written by another tool, before keyvault read it)."""
 
     version: str
-    fingerprint: str
+    fingerprint: str | None
     created_at: datetime | None
     ref: str | None = None
 

@@ -59,7 +59,7 @@ def credential_row(kv: KeyVault, info: KeyInfo, now: datetime) -> AuditRow:
     notes = []
     if info.current.created_at is None:
         notes.append("creation time unknown: age cannot be judged")
-    if info.current.fingerprint == "unknown":
+    if info.current.fingerprint is None:
         notes.append("fingerprint unknown (changed outside keyvault?)")
     if info.pending is not None:
         notes.append(f"pending {info.pending.fingerprint} awaiting test and promotion")

@@ -80,7 +80,7 @@ def key_table(info: KeyInfo, now: datetime) -> Table:
             table.add_row(
                 stage,
                 escape(version.version),
-                escape(version.fingerprint),
+                escape(version.fingerprint or "unknown"),
                 iso(version.created_at) or "unknown",
                 _age_text(version.created_at, now),
             )
@@ -95,7 +95,7 @@ def list_table(keys: list[KeyInfo], now: datetime) -> Table:
         table.add_row(
             escape(info.name),
             escape(info.provider),
-            escape(info.current.fingerprint),
+            escape(info.current.fingerprint or "unknown"),
             _age_text(info.current.created_at, now),
         )
     return table

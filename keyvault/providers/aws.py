@@ -414,7 +414,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             version = by_label.get(label)
             if version is None:
                 return None
-            fingerprint = _tagged(tags, version, "fingerprint") or "unknown"
+            fingerprint = _tagged(tags, version, "fingerprint")
             created = _tagged_created_at(tags, version)
             if created is None and versions is not None and version in versions:
                 created = _aware(versions[version].get("CreatedDate"))
@@ -587,7 +587,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         version = self._request_version(name, request_token)
         pending = info.pending
         if request_token is not None and pending is not None and pending.version == version:
-            if pending.fingerprint != "unknown":
+            if pending.fingerprint is not None:
                 return info  # this stage already happened: a retry after a crash
             # the put landed but the process died before tagging: finish, if it is ours
             if self._read_version(name, version).fingerprint != value.fingerprint:
@@ -630,7 +630,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         # PutSecretValue moved AWSPENDING off a replaced version in the same call
         self._tag(name, _version_tags("pending", version, value, self._clock()))
         if replaced is not None and replaced.fingerprint != value.fingerprint:
-            self._untag(name, [_ref_tag(replaced.fingerprint)])
+            self._untag(name, _ref_tags(replaced.fingerprint))
         if request_token is not None:
             self._end_claim(name, request_token)  # the claimed rotation has staged its key
         return self.describe(name)
@@ -742,7 +742,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             ),
         )
         old, new = info.current, info.pending
-        if new.fingerprint == "unknown":  # staged outside keyvault: learn it once, then tag
+        if new.fingerprint is None:  # staged outside keyvault: learn it once, then tag
             new = VersionInfo(
                 new.version,
                 self._read_version(name, new.version).fingerprint,
@@ -781,7 +781,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             return info
         expect_version(name, "previous", info.previous.version, expected_previous)
         self._remove_label(name, PREVIOUS, expected_previous)
-        self._untag(name, [*_stage_tag_keys("previous"), _ref_tag(info.previous.fingerprint)])
+        self._untag(name, [*_stage_tag_keys("previous"), *_ref_tags(info.previous.fingerprint)])
         return self.describe(name)
 
     def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
@@ -791,7 +791,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         expect_version(name, "pending", info.pending.version, pending_version)
         self._remove_label(name, PENDING, pending_version)
         self._untag(
-            name, [*_stage_tag_keys("pending"), _ref_tag(info.pending.fingerprint), STAGING_TAG]
+            name, [*_stage_tag_keys("pending"), *_ref_tags(info.pending.fingerprint), STAGING_TAG]
         )
         return self.describe(name)
 
@@ -938,14 +938,21 @@ def _ref_tag(fingerprint: str) -> str:
     return f"{TAG}ref:{fingerprint}"
 
 
-def _ref_of(tags: Mapping[str, str], fingerprint: str) -> str | None:
-    return None if fingerprint == "unknown" else tags.get(_ref_tag(fingerprint))
+def _ref_of(tags: Mapping[str, str], fingerprint: str | None) -> str | None:
+    return None if fingerprint is None else tags.get(_ref_tag(fingerprint))
+
+
+def _ref_tags(fingerprint: str | None) -> list[str]:
+    """The ref tag to drop with a version (none when its fingerprint is unknown)."""
+    return [] if fingerprint is None else [_ref_tag(fingerprint)]
 
 
 def _info_tags(stage: str, info: VersionInfo | None) -> dict[str, str]:
     if info is None:
         return {}
-    tags = {f"{TAG}{stage}-version": info.version, f"{TAG}{stage}-fingerprint": info.fingerprint}
+    tags = {f"{TAG}{stage}-version": info.version}
+    if info.fingerprint is not None:
+        tags[f"{TAG}{stage}-fingerprint"] = info.fingerprint
     if info.created_at is not None:
         tags[f"{TAG}{stage}-created-at"] = _iso(info.created_at)
     return tags
@@ -965,7 +972,7 @@ def _tagged_created_at(tags: Mapping[str, str], version: str) -> datetime | None
 
 def _tags_vouch_for(info: KeyInfo) -> bool:
     return all(
-        v.created_at is not None and v.fingerprint != "unknown"
+        v.created_at is not None and v.fingerprint is not None
         for v in (info.current, info.previous, info.pending)
         if v is not None
     )
