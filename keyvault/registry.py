@@ -203,9 +203,7 @@ class KeyVault:
         from keyvault.client import ClientSettings, build_client
 
         chosen = settings or ClientSettings(header=header)
-        client = build_client(
-            self, name, settings=chosen, cache=cache or self.cache_settings(), **httpx_options
-        )
+        client = build_client(self.cache(name, cache), name, settings=chosen, **httpx_options)
         return cast("KeyvaultClient", client)
 
     def async_client(
@@ -222,12 +220,7 @@ class KeyVault:
 
         chosen = settings or ClientSettings(header=header)
         client = build_client(
-            self,
-            name,
-            settings=chosen,
-            cache=cache or self.cache_settings(),
-            asynchronous=True,
-            **httpx_options,
+            self.cache(name, cache), name, settings=chosen, asynchronous=True, **httpx_options
         )
         return cast("AsyncKeyvaultClient", client)
 
@@ -240,7 +233,7 @@ class KeyVault:
             if exc.name not in ("anthropic", "httpx2"):
                 raise
             raise missing_extra("kv.anthropic()", "anthropic") from None
-        return build_anthropic(self, name, **options)
+        return build_anthropic(self.cache(name), name, **options)
 
     def close(self) -> None:
         for provider in self._providers.values():

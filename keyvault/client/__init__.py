@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from keyvault.client.auth import HeaderStyle, KeyAuth, KeySource
 from keyvault.client.cache import DEFAULT_MAX_STALE, DEFAULT_TTL, KeyCache
@@ -18,9 +18,6 @@ from keyvault.client.metrics import ClientMetrics
 from keyvault.client.resilience import CircuitBreaker, RetryPolicy
 from keyvault.errors import EnvironmentMismatch
 from keyvault.model import KeySet
-
-if TYPE_CHECKING:
-    from keyvault.registry import KeyVault
 
 __all__ = [
     "AsyncKeyvaultClient",
@@ -101,15 +98,15 @@ def resilience_for(name: str, settings: ClientSettings, **options: Any) -> Resil
 
 
 def build_client(
-    kv: KeyVault,
+    cache: KeyCache,
     name: str,
     *,
     settings: ClientSettings,
-    cache: CacheSettings,
     asynchronous: bool = False,
     **httpx_options: Any,
 ) -> KeyvaultClient | AsyncKeyvaultClient:
-    keys = KeySource(kv.cache(name, cache), on_refresh=refresh_logger(name))
+    """A client on ``cache`` (the key's process-wide cache, which applies the guard)."""
+    keys = KeySource(cache, on_refresh=refresh_logger(name))
     keys.cache.get()  # fail now (not found, wrong environment) rather than on first request
     auth = KeyAuth(keys, HeaderStyle.for_header(settings.header), name)
     resilience = resilience_for(name, settings)

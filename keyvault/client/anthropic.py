@@ -15,18 +15,16 @@ multiplying.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anthropic
 import httpx2
 
 from keyvault.client import ClientSettings, refresh_logger, resilience_for
 from keyvault.client.auth import HeaderStyle, KeySource, drive_sync, key_flow
+from keyvault.client.cache import KeyCache
 from keyvault.client.http import DEFAULT_MAX_IN_FLIGHT, Resilience
 from keyvault.client.resilience import NO_RETRIES, TransportErrors
-
-if TYPE_CHECKING:
-    from keyvault.registry import KeyVault
 
 #: what the SDK is told its key is; the auth flow replaces it on every request
 PLACEHOLDER_KEY = "keyvault-managed-key-never-sent"
@@ -62,7 +60,7 @@ class _GuardedClient(httpx2.Client):
 
 
 def build_anthropic(
-    kv: KeyVault,
+    cache: KeyCache,
     name: str,
     *,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
@@ -73,7 +71,7 @@ def build_anthropic(
 ) -> anthropic.Anthropic:
     """``sdk_options`` go to ``anthropic.Anthropic`` (``base_url``, ``max_retries``,
     ``timeout``...); ``http_options`` to the ``httpx2.Client`` (``proxy``, ``verify``...)."""
-    keys = KeySource(kv.cache(name), on_refresh=refresh_logger(name))
+    keys = KeySource(cache, on_refresh=refresh_logger(name))
     keys.cache.get()  # not found or wrong environment: fail here, not on the first call
     settings = ClientSettings(
         retry=NO_RETRIES,
