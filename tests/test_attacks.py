@@ -41,24 +41,12 @@ from rotation.cli import cli
 from rotation.engine import Result as Outcome
 from rotation.issuers import Issued
 from rotation.service import Service
-from tests.conftest import Clock, prepare_workdir
+from tests.conftest import STANDARD_CONFIG, Clock, prepare_workdir
 from tests.leaks import assert_not_leaked, canary
 from tests.rotation_helpers import RecordingIssuer, make_kv, make_rotator
 from tests.vendor_api import VendorAPI
 
-CONFIG = """
-default_provider = "local"
-
-[providers.local]
-type = "file"
-path = "store.db"
-master_key_file = "master.key"
-
-[policies.default]
-max_age = "90d"
-warn_age = "80d"
-grace = "7d"
-"""
+CONFIG = STANDARD_CONFIG
 
 
 def run(*args: str, input: str | bytes | None = None) -> Result:

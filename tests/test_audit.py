@@ -24,6 +24,7 @@ from rotation import report
 from rotation.audit import audit
 from rotation.cli import cli
 from rotation.status import Status
+from tests.conftest import STANDARD_CONFIG
 from tests.leaks import assert_not_leaked, canary
 from tests.rotation_helpers import make_kv
 
@@ -159,14 +160,7 @@ def test_no_format_ever_holds_a_value(file_provider: FileProvider, now: datetime
 
 # -- the CLI ---------------------------------------------------------------------------------------
 
-CONFIG = """
-default_provider = "local"
-
-[providers.local]
-type = "file"
-path = "store.db"
-master_key_file = "master.key"
-"""
+CONFIG = STANDARD_CONFIG
 
 
 def run(*args: str) -> Result:

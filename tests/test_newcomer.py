@@ -14,16 +14,10 @@ from click.testing import CliRunner, Result
 from keyvault.config import parse_config
 from keyvault.errors import ConfigError
 from rotation.cli import cli
+from tests.conftest import STANDARD_CONFIG
 from tests.leaks import canary
 
-CONFIG = """
-default_provider = "local"
-
-[providers.local]
-type = "file"
-path = "store.db"
-master_key_file = "master.key"
-"""
+CONFIG = STANDARD_CONFIG
 
 
 def run(*args: str, input: str | bytes | None = None) -> Result:
@@ -42,7 +36,7 @@ def one_line_error(result: Result, *needles: str) -> None:
 @pytest.mark.parametrize(
     ("extra", "needles"),
     [
-        ('\n[policies.default]\nmax_age = "99999999999d"\n', ("max_age", "100 years")),
+        ('\n[policies.huge]\nmax_age = "99999999999d"\n', ("max_age", "100 years")),
         ('\n[service]\ninterval = "0s"\n', ("interval", "at least 30s")),
     ],
 )

@@ -20,22 +20,11 @@ from keyvault.masterkey import keyring_from_file
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
 from rotation.cli import cli
+from tests.conftest import STANDARD_CONFIG
 from tests.leaks import assert_not_leaked, canary
 from tests.vendor_api import VendorAPI
 
-CONFIG = """
-default_provider = "local"
-
-[providers.local]
-type = "file"
-path = "store.db"
-master_key_file = "master.key"
-
-[policies.default]
-max_age = "90d"
-warn_age = "80d"
-grace = "7d"
-"""
+CONFIG = STANDARD_CONFIG
 
 
 def run(*args: str, input: str | None = None) -> Result:

@@ -16,24 +16,12 @@ import httpx
 from keyvault.masterkey import keyring_from_file
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
-from tests.conftest import prepare_workdir
+from tests.conftest import STANDARD_CONFIG, prepare_workdir
 from tests.leaks import assert_not_leaked, canary
 from tests.servers import free_port
 from tests.vendor_api import VendorAPI
 
-BASE = """
-default_provider = "local"
-
-[providers.local]
-type = "file"
-path = "store.db"
-master_key_file = "master.key"
-
-[policies.default]
-max_age = "90d"
-warn_age = "80d"
-grace = "7d"
-"""
+BASE = STANDARD_CONFIG
 
 
 def setup_store(workdir: Path, extra: str = "") -> FileProvider:

@@ -609,19 +609,8 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         if ref is not None:
             intent[_ref_tag(value.fingerprint)] = ref
         self._tag(name, intent)
-        put = self._call(
-            "PutSecretValue",
-            name,
-            lambda: self.client.put_secret_value(
-                SecretId=self._secret_id(name),
-                SecretString=secret_string,
-                VersionStages=[PENDING],
-                ClientRequestToken=version,
-            ),
-            # the same token with another value: a concurrent runner staged first
-            refused=("ResourceExistsException",),
-        )
-        lost = isinstance(put, Refused)
+        # the same token with another value: a concurrent runner staged first
+        lost = not self._put_version(name, secret_string, version, PENDING)
         # the token decides who owns the version: only its owner may describe it in tags
         if lost or self._read_version(name, version).fingerprint != value.fingerprint:
             if ref is not None:
@@ -654,35 +643,38 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         info = self.describe(name)
         if info.current.version != expected_current or info.pending is not None:
             return False, None
-        version = self._claim_version(name, token)
         body = json.dumps({"keyvault_claim": token, "owner": owner})
+        if self._put_version(name, body, self._claim_version(name, token), CLAIM_LABEL):
+            return True, None
+        holder = self._claim_holder(name, token)
+        if holder is None:  # ended by its owner between the two calls: it staged, stand down
+            return False, None
+        now = max(filter(None, (self._clock(), self.backend_time_or_none())))
+        return claim_decision(holder, token=token, owner=owner, now=now, lease=lease)
+
+    def release_claim(self, name: str, *, token: str, owner: str) -> None:
+        holder = self._claim_holder(name, token)
+        if holder is not None and holder.owner == owner:
+            self._end_claim(name, token)
+
+    def _put_version(self, name: str, secret_string: str, version: str, label: str) -> bool:
+        """PutSecretValue with a caller-chosen version id: False when that id already holds
+        another body (``ResourceExistsException``), which is how a lost race looks."""
         put = self._call(
             "PutSecretValue",
             name,
             lambda: self.client.put_secret_value(
                 SecretId=self._secret_id(name),
-                SecretString=body,
+                SecretString=secret_string,
                 ClientRequestToken=version,
-                VersionStages=[CLAIM_LABEL],
+                VersionStages=[label],
             ),
             refused=("ResourceExistsException",),
         )
-        if not isinstance(put, Refused):
-            return True, None
-        existing = self._call(
-            "GetSecretValue",
-            name,
-            lambda: self.client.get_secret_value(SecretId=self._secret_id(name), VersionId=version),
-        )
-        try:
-            holder = str(json.loads(existing.get("SecretString") or "{}").get("owner", ""))
-        except ValueError:
-            holder = ""
-        prior = Claim(token, holder, _aware(existing.get("CreatedDate")))
-        now = max(filter(None, (self._clock(), self.backend_time_or_none())))
-        return claim_decision(prior, token=token, owner=owner, now=now, lease=lease)
+        return not isinstance(put, Refused)
 
-    def release_claim(self, name: str, *, token: str, owner: str) -> None:
+    def _claim_holder(self, name: str, token: str) -> Claim | None:
+        """Who holds the claim for ``token``, since when (AWS's own CreatedDate)."""
         version = self._claim_version(name, token)
         existing = self._call(
             "GetSecretValue",
@@ -691,13 +683,12 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             refused=("ResourceNotFoundException",),
         )
         if isinstance(existing, Refused):
-            return
+            return None
         try:
-            holder = json.loads(existing.get("SecretString") or "{}").get("owner")
-        except ValueError:
-            return
-        if holder == owner:
-            self._end_claim(name, token)
+            holder = str(json.loads(existing.get("SecretString") or "{}").get("owner", ""))
+        except (ValueError, AttributeError):
+            holder = ""
+        return Claim(token, holder, _aware(existing.get("CreatedDate")))
 
     def _end_claim(self, name: str, token: str) -> None:
         # the label may have moved on (a newer claim) or be gone: then nothing is left to end
