@@ -21,13 +21,10 @@ escapes and none of their text (which can hold response bodies) is kept.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import hvac
@@ -37,7 +34,6 @@ import requests
 from keyvault.errors import (
     AuthError,
     BackendUnavailableError,
-    ConfigError,
     ConflictError,
     IntegrityError,
     InvalidKeyName,
@@ -52,7 +48,6 @@ from keyvault.model import (
     KeySet,
     KeyVersion,
     ServerKeyInfo,
-    ServerKeyKind,
     Stage,
     VersionInfo,
     key_path,
@@ -67,130 +62,23 @@ from keyvault.providers.base import (
     expect_no_previous,
     expect_version,
 )
+from keyvault.providers.vault.auth import AppRoleLogin, TokenKeeper
+from keyvault.providers.vault.documents import (
+    META_PREFIX,
+    STAGES,
+    claim_of,
+    doc_problem,
+    index_from_doc,
+    info_from_index,
+    iso,
+    key_version,
+    parse_time,
+    version_of,
+)
+from keyvault.providers.vault.transit import TransitKeys
 from keyvault.secret import SecretValue
 
 T = TypeVar("T")
-META_PREFIX = "keyvault_"
-_STAGES = (Stage.CURRENT, Stage.PREVIOUS, Stage.PENDING)
-
-
-@dataclass(frozen=True, slots=True)
-class AppRoleLogin:
-    """Where the AppRole credentials come from (names of variables or a file, never values)."""
-
-    role_id_env: str
-    secret_id_env: str | None = None
-    secret_id_file: Path | None = None
-    mount: str = "approle"
-
-    def credentials(self, environ: Mapping[str, str]) -> tuple[str, str]:
-        role_id = environ.get(self.role_id_env)
-        if not role_id:
-            raise ConfigError(f"AppRole role id variable {self.role_id_env} is not set")
-        if self.secret_id_file is not None:
-            try:
-                secret_id = self.secret_id_file.read_text().strip()
-            except OSError:
-                raise ConfigError(
-                    f"AppRole secret id file {self.secret_id_file} cannot be read"
-                ) from None
-        elif self.secret_id_env is not None:
-            secret_id = environ.get(self.secret_id_env, "")
-            if not secret_id:
-                raise ConfigError(f"AppRole secret id variable {self.secret_id_env} is not set")
-        else:
-            raise ConfigError("AppRole needs secret_id_env or secret_id_file")
-        return role_id, secret_id
-
-
-class _TokenKeeper:
-    """Keeps the client's token valid: renews before expiry, logs in again via AppRole.
-
-    A token from the environment that cannot be renewed is used until the server refuses
-    it; then the error says so.
-    """
-
-    RENEW_AFTER = 0.5  # renew once half the TTL has passed, as Vault Agent does
-
-    def __init__(
-        self,
-        client: hvac.Client,
-        *,
-        token_env: str,
-        approle: AppRoleLogin | None,
-        environ: Mapping[str, str],
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._client = client
-        self._token_env = token_env
-        self._approle = approle
-        self._environ = environ
-        self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._ready = False
-        self._renew_at: float | None = None
-        self._renewable = False
-
-    def ensure(self) -> None:
-        with self._lock:
-            if not self._ready:
-                self._authenticate()
-            elif self._renew_at is not None and self._monotonic() >= self._renew_at:
-                self._refresh()
-
-    def relogin(self) -> bool:
-        """After a 403: with AppRole, log in again (the token may have expired)."""
-        if self._approle is None:
-            return False
-        with self._lock:
-            self._login()
-        return True
-
-    def _authenticate(self) -> None:
-        if self._approle is not None:
-            self._login()
-            return
-        token = self._environ.get(self._token_env)
-        if not token:  # never hvac's implicit ~/.vault-token: only what the config names
-            raise ConfigError(f"Vault token variable {self._token_env} is not set")
-        self._client.token = token
-        self._ready = True
-        try:
-            data = self._client.auth.token.lookup_self()["data"]
-        except hvac_errors.Forbidden:
-            raise AuthError(
-                f"Vault token from {self._token_env} is invalid, expired or revoked"
-            ) from None
-        self._schedule(data.get("ttl") or 0, bool(data.get("renewable")))
-
-    def _login(self) -> None:
-        assert self._approle is not None
-        role_id, secret_id = self._approle.credentials(self._environ)
-        try:
-            auth = self._client.auth.approle.login(
-                role_id=role_id, secret_id=secret_id, mount_point=self._approle.mount
-            )["auth"]
-        except (hvac_errors.InvalidRequest, hvac_errors.Forbidden):
-            raise AuthError("AppRole login refused: wrong role id or secret id") from None
-        self._ready = True
-        self._schedule(auth.get("lease_duration") or 0, bool(auth.get("renewable")))
-
-    def _refresh(self) -> None:
-        if self._renewable:
-            try:
-                auth = self._client.auth.token.renew_self()["auth"]
-                self._schedule(auth.get("lease_duration") or 0, bool(auth.get("renewable")))
-                return
-            except hvac_errors.VaultError:
-                pass
-        if self._approle is not None:
-            self._login()
-        else:
-            self._renew_at = None  # nothing more we can do; the server will tell
-
-    def _schedule(self, ttl: int, renewable: bool) -> None:
-        self._renewable = renewable
-        self._renew_at = None if ttl <= 0 else self._monotonic() + ttl * self.RENEW_AFTER
 
 
 class VaultProvider(KeyProvider, ServerRotatedKeys):
@@ -214,11 +102,17 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         self.client = client
         self.mount = mount
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        self.transit_mount = transit_mount
-        self.transit_keys = tuple(transit_keys)
+        self.transit = TransitKeys(
+            name,
+            client,
+            self._call,
+            mount=transit_mount,
+            keys=tuple(transit_keys),
+            clock=clock,
+        )
         self.list_concurrency = max(1, list_concurrency)
         self._clock = clock
-        self._tokens = _TokenKeeper(
+        self._tokens = TokenKeeper(
             client,
             token_env=token_env,
             approle=approle,
@@ -291,7 +185,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
     def _check_doc(self, name: str, doc: Any) -> None:
         """A document someone else wrote (`bao kv put`, `bao kv patch`) is an integrity
         error for this key alone, never a raw TypeError and never a silently missing key."""
-        problem = _doc_problem(doc)
+        problem = doc_problem(doc)
         if problem is not None:
             raise IntegrityError(
                 f"key {name!r} in provider {self.name!r}: the entry at "
@@ -322,7 +216,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
 
     def _write_index(self, name: str, doc: dict[str, Any], kv_version: int) -> None:
         path = self._path(name)
-        meta = _index_from_doc(doc, kv_version)
+        meta = index_from_doc(doc, kv_version)
         self._call(
             "update metadata of",
             path,
@@ -339,7 +233,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             return VersionInfo(
                 str(entry["version"]),
                 SecretValue(entry["value"]).fingerprint,
-                _parse_time(entry.get("created_at")),
+                parse_time(entry.get("created_at")),
                 entry.get("ref"),
             )
 
@@ -353,8 +247,8 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             previous=version_info(Stage.PREVIOUS),
             pending=version_info(Stage.PENDING),
             environment=doc.get("environment"),
-            promoted_at=_parse_time(doc.get("promoted_at")),
-            claim=_claim_of(doc),
+            promoted_at=parse_time(doc.get("promoted_at")),
+            claim=claim_of(doc),
         )
 
     def _entry(
@@ -369,7 +263,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         entry = {
             "version": str(version),
             "value": value.reveal(),
-            "created_at": _iso(self._clock()),
+            "created_at": iso(self._clock()),
         }
         if token is not None:
             entry["request_token"] = token
@@ -387,15 +281,15 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         previous = doc.get("previous")
         return KeySet(
             name,
-            _key_version(current),
-            None if not previous else _key_version(previous),
+            key_version(current),
+            None if not previous else key_version(previous),
             doc.get("environment"),
         )
 
     def get_pending(self, name: str) -> KeyVersion | None:
         doc, _ = self._read_doc(name)
         pending = doc.get("pending")
-        return None if not pending else _key_version(pending)
+        return None if not pending else key_version(pending)
 
     def describe(self, name: str) -> KeyInfo:
         doc, _ = self._read_doc(name)
@@ -469,7 +363,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         meta = data.get("custom_metadata") or {}
         info = None
         if meta.get(META_PREFIX + "kv_version") == current_version:
-            info = _info_from_index(name, self.name, meta)
+            info = info_from_index(name, self.name, meta)
         if info is not None:
             return info
         try:
@@ -491,7 +385,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         doc: dict[str, Any] = {"next_version": 1}
         doc["current"] = self._entry(doc, value, None, ref)
         if created_at is not None:
-            doc["current"]["created_at"] = _iso(created_at)
+            doc["current"]["created_at"] = iso(created_at)
         if environment is not None:
             doc["environment"] = environment
         return self._write_doc(name, doc, cas=0)
@@ -507,11 +401,11 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
     ) -> KeyInfo:
         doc, kv_version = self._read_doc(name)
         if request_token is not None and any(
-            (doc.get(stage.value) or {}).get("request_token") == request_token for stage in _STAGES
+            (doc.get(stage.value) or {}).get("request_token") == request_token for stage in STAGES
         ):
             return self._info_from_doc(name, doc)
-        check_replace(name, _version_of(doc.get("pending")), replace)
-        claim = _claim_of(doc)
+        check_replace(name, version_of(doc.get("pending")), replace)
+        claim = claim_of(doc)
         if request_token is not None and claim is not None and claim.token == request_token:
             doc.pop("claim")  # the claimed rotation has staged its key
         doc["pending"] = self._entry(doc, value, request_token, ref)
@@ -535,17 +429,17 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         lease: timedelta,
     ) -> tuple[bool, Claim | None]:
         doc, kv_version = self._read_doc(name)
-        if _version_of(doc.get("current")) != expected_current or doc.get("pending"):
+        if version_of(doc.get("current")) != expected_current or doc.get("pending"):
             return False, None
         now = max(filter(None, (self._clock(), self.backend_time_or_none())))
-        current_claim = _claim_of(doc)
+        current_claim = claim_of(doc)
         held, taken_over = claim_decision(
             current_claim, token=token, owner=owner, now=now, lease=lease
         )
         if not held:
             return False, None
         if current_claim is None or (current_claim.token, current_claim.owner) != (token, owner):
-            doc["claim"] = {"token": token, "owner": owner, "at": _iso(now)}
+            doc["claim"] = {"token": token, "owner": owner, "at": iso(now)}
             try:
                 self._write_doc(name, doc, cas=kv_version)
             except ConflictError:
@@ -554,7 +448,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
 
     def release_claim(self, name: str, *, token: str, owner: str) -> None:
         doc, kv_version = self._read_doc(name)
-        claim = _claim_of(doc)
+        claim = claim_of(doc)
         if claim is not None and (claim.token, claim.owner) == (token, owner):
             doc.pop("claim")
             self._write_doc(name, doc, cas=kv_version)
@@ -562,14 +456,14 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
     def promote(self, name: str, *, pending_version: str, expected_current: str) -> KeyInfo:
         doc, kv_version = self._read_doc(name)
         pending, current = doc.get("pending"), doc.get("current")
-        expect_version(name, "pending", _version_of(pending), pending_version)
-        expect_version(name, "current", _version_of(current), expected_current)
-        expect_no_previous(name, _version_of(doc.get("previous")))
+        expect_version(name, "pending", version_of(pending), pending_version)
+        expect_version(name, "current", version_of(current), expected_current)
+        expect_no_previous(name, version_of(doc.get("previous")))
         doc["previous"], doc["current"] = current, pending
         doc.pop("pending")
         # the later of our clock and the server's: a replica whose clock is behind never
         # dates a promotion early (which would shorten the grace period)
-        doc["promoted_at"] = _iso(max(filter(None, (self._clock(), self.backend_time_or_none()))))
+        doc["promoted_at"] = iso(max(filter(None, (self._clock(), self.backend_time_or_none()))))
         return self._write_doc(name, doc, cas=kv_version)
 
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
@@ -584,7 +478,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         entry = doc.get(stage.value)
         if not entry:
             return self._info_from_doc(name, doc)
-        expect_version(name, stage.value, _version_of(entry), expected)
+        expect_version(name, stage.value, version_of(entry), expected)
         doc.pop(stage.value)
         return self._write_doc(name, doc, cas=kv_version)
 
@@ -617,197 +511,13 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         if session is not None:
             session.close()
 
-    # -- Transit: server-rotated keys ------------------------------------------------------
-
-    def _transit(self, name: str) -> ServerKeyInfo:
-        path = f"keys/{name}"
-        data = self._call(
-            "read transit key",
-            path,
-            lambda: self.client.secrets.transit.read_key(name=name, mount_point=self.transit_mount),
-        )["data"]
-        latest = int(data["latest_version"])
-        versions: dict[str, Any] = data.get("keys") or {}
-        created = _transit_time(versions.get(str(latest)))
-        period = int(data.get("auto_rotate_period") or 0)
-        return ServerKeyInfo(
-            name=name,
-            provider=self.name,
-            kind=ServerKeyKind.VAULT_TRANSIT,
-            latest_version=str(latest),
-            created_at=created,
-            last_rotated_at=created if latest > 1 else None,
-            auto_rotation=period > 0,
-            rotation_period=timedelta(seconds=period) if period else None,
-            min_decryption_version=str(data.get("min_decryption_version", 1)),
-        )
+    # -- Transit: server-rotated keys, a component of their own ----------------------------
 
     def list_server_keys(self) -> list[ServerKeyInfo]:
-        return [self._transit(name) for name in self.transit_keys]
+        return self.transit.list_server_keys()
 
     def rotate_server_key(self, name: str) -> ServerKeyInfo:
-        self._transit(name)  # a missing key is "not found", not a refused rotation
-        self._call(
-            "rotate transit key",
-            f"keys/{name}",
-            lambda: self.client.secrets.transit.rotate_key(
-                name=name, mount_point=self.transit_mount
-            ),
-        )
-        return self._transit(name)
+        return self.transit.rotate_server_key(name)
 
     def retire_server_key_versions(self, name: str, *, grace: timedelta) -> ServerKeyInfo:
-        """Once the newest version is older than ``grace``, stop decrypting older ones."""
-        info = self._transit(name)
-        latest = int(info.latest_version)
-        min_version = int(info.min_decryption_version or 1)
-        if (
-            min_version < latest
-            and info.created_at is not None
-            and self._clock() - info.created_at >= grace
-        ):
-            self._call(
-                "configure transit key",
-                f"keys/{name}",
-                lambda: self.client.secrets.transit.update_key_configuration(
-                    name=name, min_decryption_version=latest, mount_point=self.transit_mount
-                ),
-            )
-            info = self._transit(name)
-        return info
-
-
-# -- plain functions over documents and metadata -------------------------------------------------
-
-
-def _entry_problem(stage: str, entry: Any) -> str | None:
-    if not isinstance(entry, Mapping):
-        return f"{stage} is not an entry"
-    if not isinstance(entry.get("version"), str | int) or isinstance(entry.get("version"), bool):
-        return f"{stage} has no version"
-    if not isinstance(entry.get("value"), str) or not entry["value"]:
-        return f"{stage} has no value"
-    for field in ("created_at", "ref", "request_token"):
-        if entry.get(field) is not None and not isinstance(entry[field], str):
-            return f"{stage}.{field} is not text"
-    try:
-        _parse_time(entry.get("created_at"))
-    except ValueError:
-        return f"{stage}.created_at is not a time"
-    return None
-
-
-def _doc_problem(doc: Any) -> str | None:
-    """What makes ``doc`` not a keyvault document, or None."""
-    if not isinstance(doc, Mapping):
-        return "not a JSON object"
-    if not doc.get("current"):
-        return "no current entry"
-    for stage in _STAGES:
-        entry = doc.get(stage.value)
-        if entry:
-            problem = _entry_problem(stage.value, entry)
-            if problem is not None:
-                return problem
-    for field in ("environment", "promoted_at"):
-        if doc.get(field) is not None and not isinstance(doc[field], str):
-            return f"{field} is not text"
-    claim = doc.get("claim")
-    if claim is not None:
-        if not isinstance(claim, Mapping) or not all(
-            isinstance(claim.get(f), str) for f in ("token", "owner", "at")
-        ):
-            return "claim is not a claim"
-        try:
-            _parse_time(claim["at"])
-        except ValueError:
-            return "claim.at is not a time"
-    try:
-        _parse_time(doc.get("promoted_at"))
-    except ValueError:
-        return "promoted_at is not a time"
-    return None
-
-
-def _claim_of(doc: Mapping[str, Any]) -> Claim | None:
-    claim = doc.get("claim")
-    if not isinstance(claim, Mapping) or not claim.get("token") or not claim.get("owner"):
-        return None
-    return Claim(str(claim["token"]), str(claim["owner"]), _parse_time(claim.get("at")))
-
-
-def _version_of(entry: Mapping[str, Any] | None) -> str | None:
-    return None if not entry else str(entry["version"])
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _transit_time(value: Any) -> datetime | None:
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        return _parse_time(value)
-    return None
-
-
-def _key_version(entry: Mapping[str, Any]) -> KeyVersion:
-    return KeyVersion(
-        str(entry["version"]),
-        SecretValue(entry["value"]),
-        _parse_time(entry.get("created_at")),
-        entry.get("ref"),
-    )
-
-
-def _index_from_doc(doc: Mapping[str, Any], kv_version: int) -> dict[str, str]:
-    """custom_metadata holds strings only: stage pointers, fingerprints and times."""
-    meta = {META_PREFIX + "kv_version": str(kv_version)}
-    for stage in _STAGES:
-        entry = doc.get(stage.value)
-        if entry:
-            meta[f"{META_PREFIX}{stage.value}_version"] = str(entry["version"])
-            meta[f"{META_PREFIX}{stage.value}_fingerprint"] = SecretValue(
-                entry["value"]
-            ).fingerprint
-            meta[f"{META_PREFIX}{stage.value}_created_at"] = entry.get("created_at") or ""
-            if entry.get("ref"):
-                meta[f"{META_PREFIX}{stage.value}_ref"] = str(entry["ref"])
-    for field in ("environment", "promoted_at"):
-        if doc.get(field):
-            meta[META_PREFIX + field] = str(doc[field])
-    return meta
-
-
-def _info_from_index(name: str, provider: str, meta: Mapping[str, str]) -> KeyInfo | None:
-    def version_info(stage: Stage) -> VersionInfo | None:
-        version = meta.get(f"{META_PREFIX}{stage.value}_version")
-        if version is None:
-            return None
-        return VersionInfo(
-            version,
-            meta.get(f"{META_PREFIX}{stage.value}_fingerprint", ""),
-            _parse_time(meta.get(f"{META_PREFIX}{stage.value}_created_at")),
-            meta.get(f"{META_PREFIX}{stage.value}_ref"),
-        )
-
-    current = version_info(Stage.CURRENT)
-    if current is None:
-        return None
-    return KeyInfo(
-        name=name,
-        provider=provider,
-        current=current,
-        previous=version_info(Stage.PREVIOUS),
-        pending=version_info(Stage.PENDING),
-        environment=meta.get(META_PREFIX + "environment"),
-        promoted_at=_parse_time(meta.get(META_PREFIX + "promoted_at")),
-    )
+        return self.transit.retire_server_key_versions(name, grace=grace)
