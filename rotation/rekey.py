@@ -84,8 +84,9 @@ def _rekey_key_file(provider_name: str, store_path: Path, key_path: Path) -> Rek
 def _rekey_kms(
     config: Config, provider_name: str, settings: FileProviderConfig, store_path: Path
 ) -> RekeyReport:
+    from keyvault.masterkey_kms import kms_keyring
     from keyvault.providers import boto3_session
-    from keyvault.providers.aws import BOTO_CONFIG, kms_keyring
+    from keyvault.providers.aws.errors import BOTO_CONFIG
 
     assert settings.master_key_kms is not None
     session = boto3_session(config, provider_name, why="keeps its master key wrapped by AWS KMS")

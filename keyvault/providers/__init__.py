@@ -150,7 +150,8 @@ def _aws_provider(config: Config, name: str, settings: AwsProviderConfig) -> Key
 def _kms_keyring(config: Config, name: str, settings: FileProviderConfig) -> Keyring:
     """The store's master key as a data key wrapped by KMS, unwrapped at start-up."""
     session = boto3_session(config, name, why="keeps its master key wrapped by AWS KMS")
-    from keyvault.providers.aws import BOTO_CONFIG, kms_keyring
+    from keyvault.masterkey_kms import kms_keyring
+    from keyvault.providers.aws.errors import BOTO_CONFIG
 
     assert settings.master_key_kms is not None
     kms = session.client(

@@ -24,27 +24,21 @@ Every botocore exception is mapped once, in :meth:`AwsProvider._call`.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import email.utils
 import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import botocore.exceptions as boto_errors
-from botocore.config import Config as BotoConfig
 
-from keyvault.crypto import Keyring, MasterKey
 from keyvault.errors import (
     AuthError,
-    BackendUnavailableError,
     ConfigError,
     ConflictError,
-    IntegrityError,
     KeyExistsError,
     KeyNotFoundError,
     KeyvaultError,
@@ -55,10 +49,35 @@ from keyvault.model import (
     KeySet,
     KeyVersion,
     ServerKeyInfo,
-    ServerKeyKind,
     VersionInfo,
     key_path,
     utcnow,
+)
+from keyvault.providers.aws.errors import BOTO_ERRORS, Refused, code_of, map_boto_error
+from keyvault.providers.aws.kms import KmsKeys
+from keyvault.providers.aws.tags import (
+    CLAIM_LABEL,
+    CURRENT,
+    MANAGED_TAG,
+    PENDING,
+    PREVIOUS,
+    PROMOTING_TAG,
+    STAGING_TAG,
+    TAG,
+    aware,
+    info_tags,
+    iso,
+    labels_of,
+    promoted_at_of,
+    ref_of,
+    ref_tag,
+    ref_tags,
+    stage_tag_keys,
+    tagged,
+    tagged_created_at,
+    tags_of,
+    tags_vouch_for,
+    version_tags,
 )
 from keyvault.providers.base import (
     KeyProvider,
@@ -72,113 +91,7 @@ from keyvault.secret import SecretValue
 
 T = TypeVar("T")
 log = logging.getLogger("keyvault.aws")
-
-CURRENT, PREVIOUS, PENDING = "AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"
-MANAGED_TAG = "keyvault:managed"
-TAG = "keyvault:"
 _TOKEN_NAMESPACE = uuid.UUID("5b0c53a4-7a5e-4c1b-9f3e-6a8f4e1d2c30")
-
-#: adaptive mode adds client-side rate limiting that backs off when AWS throttles, which
-#: keeps a sweep over many secrets inside the shared write quota (50/s)
-BOTO_CONFIG = BotoConfig(
-    retries={"mode": "adaptive", "max_attempts": 6}, connect_timeout=5, read_timeout=15
-)
-
-_AUTH_CODES = {
-    "AccessDeniedException",
-    "AccessDenied",
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "ExpiredTokenException",
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-}
-_UNAVAILABLE_CODES = {
-    "ThrottlingException",
-    "Throttling",
-    "LimitExceededException",
-    "InternalServiceError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "KMSInternalException",
-    "DependencyTimeoutException",
-    "KMSInvalidStateException",
-    "DisabledException",
-}
-
-
-#: what the one error boundary catches: botocore's errors and nothing else, so a bug of
-#: ours (a KeyError, a TypeError) surfaces as itself instead of "AWS unavailable"
-BOTO_ERRORS = (boto_errors.BotoCoreError, boto_errors.ClientError)
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A ClientError whose code the caller named in ``refused=``: an answer, not a failure
-    (ResourceExistsException is how a lost race looks; InvalidParameterException, a lost
-    compare-and-set)."""
-
-    code: str
-
-
-def map_boto_error(exc: Exception, action: str, target: str) -> KeyvaultError:
-    """The one place botocore errors become keyvault errors. Never keeps AWS's text."""
-    if isinstance(exc, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError):
-        return AuthError(f"no AWS credentials found for {action} (boto3's default chain)")
-    if isinstance(
-        exc,
-        boto_errors.EndpointConnectionError
-        | boto_errors.ConnectTimeoutError
-        | boto_errors.ReadTimeoutError
-        | boto_errors.ConnectionClosedError,
-    ):
-        return BackendUnavailableError(f"AWS endpoint unreachable during {action} {target}")
-    if isinstance(exc, boto_errors.ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in _AUTH_CODES:
-            return AuthError(f"AWS denied {action} on {target} ({code})")
-        if code in ("ResourceNotFoundException", "NotFoundException"):
-            return KeyNotFoundError(f"not found in AWS: {target}")
-        if code == "InvalidRequestException" and "deleted" in str(exc).lower():
-            return KeyNotFoundError(f"{target} is scheduled for deletion in AWS")
-        if code in ("InvalidCiphertextException", "IncorrectKeyException"):
-            return IntegrityError(f"KMS could not decrypt {target}: wrong key or tampered data")
-        if code in _UNAVAILABLE_CODES:
-            return BackendUnavailableError(f"AWS {action} on {target} failed ({code})")
-        return BackendUnavailableError(f"AWS refused {action} on {target} ({code or 'error'})")
-    return BackendUnavailableError(f"AWS {action} on {target} failed ({type(exc).__name__})")
-
-
-def _aws_call(action: str, target: str, func: Callable[[], T]) -> T:
-    """KMS and other calls outside a provider: the same boundary, the same mapping."""
-    try:
-        return func()
-    except BOTO_ERRORS as exc:
-        raise map_boto_error(exc, action, target) from None
-
-
-def _code(exc: boto_errors.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class AwsProvider(KeyProvider, ServerRotatedKeys):
@@ -229,8 +142,8 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         try:
             return func()
         except BOTO_ERRORS as exc:
-            if isinstance(exc, boto_errors.ClientError) and _code(exc) in refused:
-                return Refused(_code(exc))
+            if isinstance(exc, boto_errors.ClientError) and code_of(exc) in refused:
+                return Refused(code_of(exc))
             mapped = map_boto_error(exc, action, f"secret {self.prefix}{name}")
             if isinstance(mapped, KeyNotFoundError):
                 mapped = KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
@@ -338,7 +251,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         """Needs only ``GetSecretValue`` (what the app policy grants); ``DescribeSecret``,
         when allowed, adds the managed-tag check, the environment label and exact times."""
         try:
-            tags: dict[str, str] = _tags(self._describe_raw(name))
+            tags: dict[str, str] = tags_of(self._describe_raw(name))
         except AuthError:
             tags = {}
         else:
@@ -366,8 +279,8 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         return KeyVersion(
             version,
             value,
-            _tagged_created_at(tags, version) or _aware(response.get("CreatedDate")),
-            _ref_of(tags, value.fingerprint),
+            tagged_created_at(tags, version) or aware(response.get("CreatedDate")),
+            ref_of(tags, value.fingerprint),
         )
 
     def get_pending(self, name: str) -> KeyVersion | None:
@@ -391,7 +304,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
 
     def describe(self, name: str) -> KeyInfo:
         described = self._describe_raw(name)
-        if _tags(described).get(MANAGED_TAG) != "true":
+        if tags_of(described).get(MANAGED_TAG) != "true":
             raise KeyNotFoundError(
                 f"secret {self._secret_id(name)} is not managed by keyvault "
                 f"(no {MANAGED_TAG}=true tag); leaving it alone"
@@ -406,19 +319,19 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
     ) -> KeyInfo:
         """KeyInfo from a ListSecrets/DescribeSecret entry; ``versions`` (from
         ListSecretVersionIds) fills in creation times the tags do not vouch for."""
-        tags = _tags(entry)
+        tags = tags_of(entry)
         stages = entry.get("SecretVersionsToStages") or entry.get("VersionIdsToStages") or {}
-        by_label = _labels(stages)
+        by_label = labels_of(stages)
 
         def version_info(label: str) -> VersionInfo | None:
             version = by_label.get(label)
             if version is None:
                 return None
-            fingerprint = _tagged(tags, version, "fingerprint")
-            created = _tagged_created_at(tags, version)
+            fingerprint = tagged(tags, version, "fingerprint")
+            created = tagged_created_at(tags, version)
             if created is None and versions is not None and version in versions:
-                created = _aware(versions[version].get("CreatedDate"))
-            return VersionInfo(version, fingerprint, created, _ref_of(tags, fingerprint))
+                created = aware(versions[version].get("CreatedDate"))
+            return VersionInfo(version, fingerprint, created, ref_of(tags, fingerprint))
 
         current = version_info(CURRENT)
         if current is None:
@@ -441,7 +354,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             previous=version_info(PREVIOUS),
             pending=pending,
             environment=tags.get(TAG + "environment"),
-            promoted_at=_promoted_at(tags, current.version),
+            promoted_at=promoted_at_of(tags, current.version),
             problem=problem,
         )
 
@@ -462,14 +375,14 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 secret_name = entry["Name"]
                 if not secret_name.startswith(self.prefix):
                     continue
-                if _tags(entry).get(MANAGED_TAG) != "true":
+                if tags_of(entry).get(MANAGED_TAG) != "true":
                     continue
                 name = self._key_name(secret_name)
-                if CURRENT not in _labels(entry.get("SecretVersionsToStages") or {}):
+                if CURRENT not in labels_of(entry.get("SecretVersionsToStages") or {}):
                     log.info("secret %s is provisioned but has no value yet", secret_name)
                     continue
                 info = self._info(name, entry, None)
-                if not _tags_vouch_for(info):
+                if not tags_vouch_for(info):
                     info = self._info(name, entry, self._versions(name))
                 infos.append(info)
         return sorted(infos, key=lambda info: info.name)
@@ -490,7 +403,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 result[name] = KeyVersion(
                     item["VersionId"],
                     self._value_of(name, item.get("SecretString")),
-                    _aware(item.get("CreatedDate")),
+                    aware(item.get("CreatedDate")),
                 )
             for error in response.get("Errors", []):
                 name = self._key_name(str(error.get("SecretId", "")))
@@ -516,9 +429,9 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
     ) -> KeyInfo:
         version = str(uuid.uuid4())
         when = created_at or self._clock()
-        tags = {MANAGED_TAG: "true", **_version_tags("current", version, value, when)}
+        tags = {MANAGED_TAG: "true", **version_tags("current", version, value, when)}
         if ref is not None:
-            tags[_ref_tag(value.fingerprint)] = ref
+            tags[ref_tag(value.fingerprint)] = ref
         if environment is not None:
             tags[TAG + "environment"] = environment
         kwargs: dict[str, Any] = {
@@ -547,8 +460,8 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         """A managed secret with no value yet (Terraform provisions them empty) gets its first
         value; anything else that exists is refused."""
         described = self._describe_raw(name)
-        existing = _tags(described)
-        if existing.get(MANAGED_TAG) == "true" and not _labels(
+        existing = tags_of(described)
+        if existing.get(MANAGED_TAG) == "true" and not labels_of(
             described.get("VersionIdsToStages") or {}
         ).get(CURRENT):
             self._call(
@@ -592,7 +505,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             # the put landed but the process died before tagging: finish, if it is ours
             if self._read_version(name, version).fingerprint != value.fingerprint:
                 raise ConflictError(f"key {name!r}: another runner staged version {version} first")
-            self._tag(name, _version_tags("pending", version, value, self._clock()))
+            self._tag(name, version_tags("pending", version, value, self._clock()))
             return self.describe(name)
         known = {v.version for v in (info.current, info.previous) if v is not None}
         if request_token is not None and version in known:
@@ -607,19 +520,19 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         # refs are keyed by the value's fingerprint, so no other writer's tag is clobbered.
         intent = {STAGING_TAG: version}
         if ref is not None:
-            intent[_ref_tag(value.fingerprint)] = ref
+            intent[ref_tag(value.fingerprint)] = ref
         self._tag(name, intent)
         # the same token with another value: a concurrent runner staged first
         lost = not self._put_version(name, secret_string, version, PENDING)
         # the token decides who owns the version: only its owner may describe it in tags
         if lost or self._read_version(name, version).fingerprint != value.fingerprint:
             if ref is not None:
-                self._untag(name, [_ref_tag(value.fingerprint)])
+                self._untag(name, [ref_tag(value.fingerprint)])
             raise ConflictError(f"key {name!r}: another runner staged version {version} first")
         # PutSecretValue moved AWSPENDING off a replaced version in the same call
-        self._tag(name, _version_tags("pending", version, value, self._clock()))
+        self._tag(name, version_tags("pending", version, value, self._clock()))
         if replaced is not None and replaced.fingerprint != value.fingerprint:
-            self._untag(name, _ref_tags(replaced.fingerprint))
+            self._untag(name, ref_tags(replaced.fingerprint))
         if request_token is not None:
             self._end_claim(name, request_token)  # the claimed rotation has staged its key
         return self.describe(name)
@@ -688,7 +601,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             holder = str(json.loads(existing.get("SecretString") or "{}").get("owner", ""))
         except (ValueError, AttributeError):
             holder = ""
-        return Claim(token, holder, _aware(existing.get("CreatedDate")))
+        return Claim(token, holder, aware(existing.get("CreatedDate")))
 
     def _end_claim(self, name: str, token: str) -> None:
         # the label may have moved on (a newer claim) or be gone: then nothing is left to end
@@ -706,7 +619,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         # before the label moves: a crash between the move and the tags below still leaves
         # when (at the latest) the promotion happened, so a resume never shortens the grace
         stamp = max(filter(None, (self._clock(), self.backend_time_or_none())))
-        self._tag(name, {PROMOTING_TAG: f"{pending_version} {_iso(stamp)}"})
+        self._tag(name, {PROMOTING_TAG: f"{pending_version} {iso(stamp)}"})
         moved = self._call(  # the read above is advisory; this call is the compare-and-set
             "UpdateSecretVersionStage",
             name,
@@ -741,18 +654,18 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 new.ref,
             )
         tags = {
-            **_info_tags("current", new),
-            **_info_tags("previous", old),
-            TAG + "promoted-at": _iso(stamp),
+            **info_tags("current", new),
+            **info_tags("previous", old),
+            TAG + "promoted-at": iso(stamp),
             TAG + "promoted-version": new.version,
         }
         stale = [
             key
-            for key in (*_stage_tag_keys("current"), *_stage_tag_keys("previous"))
+            for key in (*stage_tag_keys("current"), *stage_tag_keys("previous"))
             if key not in tags
         ]
         self._tag(name, tags)  # first: a crash before the untag leaves the truth findable
-        self._untag(name, [*_stage_tag_keys("pending"), *stale, STAGING_TAG, PROMOTING_TAG])
+        self._untag(name, [*stage_tag_keys("pending"), *stale, STAGING_TAG, PROMOTING_TAG])
         return self.describe(name)
 
     def backend_time(self) -> datetime | None:
@@ -772,7 +685,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             return info
         expect_version(name, "previous", info.previous.version, expected_previous)
         self._remove_label(name, PREVIOUS, expected_previous)
-        self._untag(name, [*_stage_tag_keys("previous"), *_ref_tags(info.previous.fingerprint)])
+        self._untag(name, [*stage_tag_keys("previous"), *ref_tags(info.previous.fingerprint)])
         return self.describe(name)
 
     def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
@@ -782,7 +695,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         expect_version(name, "pending", info.pending.version, pending_version)
         self._remove_label(name, PENDING, pending_version)
         self._untag(
-            name, [*_stage_tag_keys("pending"), *_ref_tags(info.pending.fingerprint), STAGING_TAG]
+            name, [*stage_tag_keys("pending"), *ref_tags(info.pending.fingerprint), STAGING_TAG]
         )
         return self.describe(name)
 
@@ -807,203 +720,15 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             kwargs["RecoveryWindowInDays"] = self.recovery_window_days
         self._call("DeleteSecret", name, lambda: self.client.delete_secret(**kwargs))
 
-    # -- KMS: server-rotated keys ----------------------------------------------------------
+    # -- KMS: server-rotated keys, a component of their own --------------------------------
 
-    def _kms(self) -> Any:
+    def _kms_keys(self) -> KmsKeys:
         if self.kms is None:
             raise ConfigError(f"provider {self.name!r} has no KMS client (kms_keys needs one)")
-        return self.kms
-
-    def _kms_info(self, key_id: str) -> ServerKeyInfo:
-        kms = self._kms()
-        target = f"KMS key {key_id}"
-        meta = _aws_call("DescribeKey", target, lambda: kms.describe_key(KeyId=key_id))[
-            "KeyMetadata"
-        ]
-        status = _aws_call(
-            "GetKeyRotationStatus", target, lambda: kms.get_key_rotation_status(KeyId=key_id)
-        )
-        rotations: list[dict[str, Any]] = []
-        paginator = kms.get_paginator("list_key_rotations")
-        for page in _aws_call(
-            "ListKeyRotations", target, lambda: list(paginator.paginate(KeyId=key_id))
-        ):
-            rotations.extend(page.get("Rotations", []))
-        return kms_key_info(self.name, key_id, meta, status, rotations)
+        return KmsKeys(self.name, self.kms, self.kms_keys)
 
     def list_server_keys(self) -> list[ServerKeyInfo]:
-        return [self._kms_info(key_id) for key_id in self.kms_keys]
+        return [] if not self.kms_keys else self._kms_keys().list_server_keys()
 
     def rotate_server_key(self, name: str) -> ServerKeyInfo:
-        kms = self._kms()
-        _aws_call(
-            "RotateKeyOnDemand", f"KMS key {name}", lambda: kms.rotate_key_on_demand(KeyId=name)
-        )
-        return self._kms_info(name)
-
-
-# -- plain functions over AWS shapes -------------------------------------------------------------
-
-
-def kms_key_info(
-    provider: str,
-    key_id: str,
-    metadata: Mapping[str, Any],
-    rotation_status: Mapping[str, Any],
-    rotations: Sequence[Mapping[str, Any]],
-) -> ServerKeyInfo:
-    """A KMS key's rotation state from DescribeKey, GetKeyRotationStatus and
-    ListKeyRotations. KMS has no version numbers: each rotation adds one."""
-    dates = [_aware(r["RotationDate"]) for r in rotations if r.get("RotationDate")]
-    last = max((d for d in dates if d is not None), default=None)
-    period = rotation_status.get("RotationPeriodInDays")
-    return ServerKeyInfo(
-        name=key_id,
-        provider=provider,
-        kind=ServerKeyKind.AWS_KMS,
-        latest_version=str(len(rotations) + 1),
-        created_at=last or _aware(metadata.get("CreationDate")),
-        last_rotated_at=last,
-        auto_rotation=bool(rotation_status.get("KeyRotationEnabled")),
-        rotation_period=timedelta(days=int(period)) if period else None,
-    )
-
-
-STAGING_TAG = TAG + "staging"
-CLAIM_LABEL = "KEYVAULTCLAIM"
-PROMOTING_TAG = TAG + "promoting"
-
-
-def _promoted_at(tags: Mapping[str, str], current: str) -> datetime | None:
-    """When ``current`` became current, from tags bound to that version: the tags a finished
-    promote wrote, else the intent a crashed one wrote just before the label moved. Tags
-    about another version are never taken for this one (None: the grace is unknown, and
-    nothing is retired on a guess)."""
-    if tags.get(TAG + "promoted-version") == current:
-        return _parse_time(tags.get(TAG + "promoted-at"))
-    version, _, when = tags.get(PROMOTING_TAG, "").partition(" ")
-    if version == current:
-        return _parse_time(when)
-    if TAG + "promoted-version" not in tags and PROMOTING_TAG not in tags:
-        return _parse_time(tags.get(TAG + "promoted-at"))  # written before versions were bound
-    return None
-
-
-def _tags(entry: Mapping[str, Any]) -> dict[str, str]:
-    return {tag["Key"]: tag["Value"] for tag in entry.get("Tags") or []}
-
-
-def _labels(stages: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """Label → VersionId. AWSPENDING on the current version is a finished rotation, not a
-    pending one (AWS leaves the label there after a promote)."""
-    by_label: dict[str, str] = {}
-    for version, labels in stages.items():
-        for label in labels:
-            by_label[label] = version
-    if by_label.get(PENDING) is not None and by_label.get(PENDING) == by_label.get(CURRENT):
-        del by_label[PENDING]
-    return by_label
-
-
-_STAGE_FIELDS = ("version", "fingerprint", "created-at")
-
-
-def _stage_tag_keys(stage: str) -> list[str]:
-    return [f"{TAG}{stage}-{field}" for field in _STAGE_FIELDS]
-
-
-def _version_tags(
-    stage: str, version: str, value: SecretValue, created: datetime
-) -> dict[str, str]:
-    return {
-        f"{TAG}{stage}-version": version,
-        f"{TAG}{stage}-fingerprint": value.fingerprint,
-        f"{TAG}{stage}-created-at": _iso(created),
-    }
-
-
-def _ref_tag(fingerprint: str) -> str:
-    """Issuer refs are tagged by value fingerprint, not by stage: a runner that loses a
-    stage race never overwrites the winner's, and a stage that crashed before its stage
-    tags still finds its ref."""
-    return f"{TAG}ref:{fingerprint}"
-
-
-def _ref_of(tags: Mapping[str, str], fingerprint: str | None) -> str | None:
-    return None if fingerprint is None else tags.get(_ref_tag(fingerprint))
-
-
-def _ref_tags(fingerprint: str | None) -> list[str]:
-    """The ref tag to drop with a version (none when its fingerprint is unknown)."""
-    return [] if fingerprint is None else [_ref_tag(fingerprint)]
-
-
-def _info_tags(stage: str, info: VersionInfo | None) -> dict[str, str]:
-    if info is None:
-        return {}
-    tags = {f"{TAG}{stage}-version": info.version}
-    if info.fingerprint is not None:
-        tags[f"{TAG}{stage}-fingerprint"] = info.fingerprint
-    if info.created_at is not None:
-        tags[f"{TAG}{stage}-created-at"] = _iso(info.created_at)
-    return tags
-
-
-def _tagged(tags: Mapping[str, str], version: str, field: str) -> str | None:
-    """A tag value, only if some stage's tags describe exactly this version."""
-    for stage in ("current", "previous", "pending"):
-        if tags.get(f"{TAG}{stage}-version") == version:
-            return tags.get(f"{TAG}{stage}-{field}")
-    return None
-
-
-def _tagged_created_at(tags: Mapping[str, str], version: str) -> datetime | None:
-    return _parse_time(_tagged(tags, version, "created-at"))
-
-
-def _tags_vouch_for(info: KeyInfo) -> bool:
-    return all(
-        v.created_at is not None and v.fingerprint is not None
-        for v in (info.current, info.previous, info.pending)
-        if v is not None
-    )
-
-
-# -- the embedded store's master key, wrapped by KMS ----------------------------------------------
-
-KMS_CONTEXT = {"keyvault:purpose": "file-store-master-key"}
-
-
-def kms_keyring(
-    kms: Any, key_id: str, wrapped_lines: Sequence[str] | None
-) -> tuple[Keyring, str | None]:
-    """Unwrap the store's master keys with KMS, or make a first one.
-
-    Returns the keyring and, when a new data key was generated, the wrapped form to save.
-    """
-    target = f"KMS key {key_id}"
-    if wrapped_lines:
-        keys = []
-        for line in wrapped_lines:
-            try:
-                blob = base64.b64decode(line.strip(), validate=True)
-            except ValueError:
-                raise ConfigError("wrapped master key file is not base64") from None
-            plaintext = _aws_call(
-                "Decrypt",
-                target,
-                lambda blob=blob: kms.decrypt(  # type: ignore[misc]
-                    CiphertextBlob=blob, KeyId=key_id, EncryptionContext=KMS_CONTEXT
-                ),
-            )["Plaintext"]
-            keys.append(MasterKey(plaintext))
-        return Keyring(keys), None
-    generated = _aws_call(
-        "GenerateDataKey",
-        target,
-        lambda: kms.generate_data_key(
-            KeyId=key_id, KeySpec="AES_256", EncryptionContext=KMS_CONTEXT
-        ),
-    )
-    wrapped = base64.b64encode(generated["CiphertextBlob"]).decode("ascii")
-    return Keyring([MasterKey(generated["Plaintext"])]), wrapped
+        return self._kms_keys().rotate_server_key(name)
