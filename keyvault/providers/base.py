@@ -13,12 +13,27 @@ never leaves the server. They do not fit the staged contract and have their own 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from keyvault.errors import ConflictError, KeyvaultError, ReadOnlyError
-from keyvault.model import BrokenKey, Claim, KeyInfo, KeySet, KeyVersion, ServerKeyInfo
+from keyvault.errors import (
+    ConflictError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyvaultError,
+    ReadOnlyError,
+)
+from keyvault.model import (
+    BrokenKey,
+    Claim,
+    KeyInfo,
+    KeySet,
+    KeyVersion,
+    ServerKeyInfo,
+    Stage,
+    VersionInfo,
+)
 from keyvault.secret import SecretValue
 
 
@@ -154,6 +169,47 @@ class KeyProvider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections. Safe to call twice."""
+
+    # -- the contract's words and shapes, written once for every backend -----------------
+
+    def not_found(self, name: str) -> KeyNotFoundError:
+        return KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
+
+    def already_exists(self, name: str) -> KeyExistsError:
+        return KeyExistsError(
+            f"key {name!r} already exists in provider {self.name!r}; "
+            "use `keyvault rotate` to replace its value"
+        )
+
+    def key_info(
+        self,
+        name: str,
+        stages: Mapping[Stage, VersionInfo | None],
+        *,
+        environment: str | None,
+        promoted_at: datetime | None,
+        problem: str | None = None,
+        claim: Claim | None = None,
+        missing: type[KeyvaultError] = KeyNotFoundError,
+    ) -> KeyInfo:
+        """A key's metadata from what each stage holds. A key without a current version is
+        ``missing`` (not found where the backend may lag, an integrity error where it
+        cannot)."""
+        current = stages.get(Stage.CURRENT)
+        if current is None:
+            raise missing(f"key {name!r} in provider {self.name!r} has no current version")
+        return KeyInfo(
+            name=name,
+            provider=self.name,
+            current=current,
+            previous=stages.get(Stage.PREVIOUS),
+            pending=stages.get(Stage.PENDING),
+            environment=environment,
+            promoted_at=promoted_at,
+            writable=self.writable,
+            problem=problem,
+            claim=claim,
+        )
 
     def _refuse_write(self, action: str) -> NoReturn:
         if not self.writable:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from keyvault.errors import ConfigError, KeyNotFoundError
-from keyvault.model import KeyInfo, KeySet, KeyVersion, VersionInfo
+from keyvault.model import KeyInfo, KeySet, KeyVersion, Stage, VersionInfo
 from keyvault.providers.base import KeyProvider
 from keyvault.secret import SecretValue
 
@@ -71,15 +71,18 @@ class EnvProvider(KeyProvider):
     def describe(self, name: str) -> KeyInfo:
         keyset = self.get_keyset(name)
         secondary = keyset.secondary
-        return KeyInfo(
-            name=name,
-            provider=self.name,
-            current=VersionInfo("primary", keyset.primary.fingerprint, keyset.primary.created_at),
-            previous=None
-            if secondary is None
-            else VersionInfo(secondary.version, secondary.fingerprint, None),
+        return self.key_info(
+            name,
+            {
+                Stage.CURRENT: VersionInfo(
+                    "primary", keyset.primary.fingerprint, keyset.primary.created_at
+                ),
+                Stage.PREVIOUS: None
+                if secondary is None
+                else VersionInfo(secondary.version, secondary.fingerprint, None),
+            },
             environment=self.environment,
-            writable=False,
+            promoted_at=None,
         )
 
     def list_keys(self) -> list[KeyInfo]:

@@ -37,8 +37,6 @@ from keyvault.errors import (
     BackendUnavailableError,
     ConfigError,
     IntegrityError,
-    KeyExistsError,
-    KeyNotFoundError,
     KeyvaultError,
     ReadOnlyError,
 )
@@ -505,7 +503,7 @@ class FileProvider(KeyProvider):
     def _load(self, db: sqlite3.Connection, name: str) -> tuple[KeyRow, dict[str, str]]:
         key = self._key_row(db, name)
         if key is None:
-            raise KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
+            raise self.not_found(name)
         return key, self._verified(key)
 
     def _refuse_damaged(self, key: KeyRow, damaged: dict[str, str], *stages: Stage) -> None:
@@ -563,24 +561,16 @@ class FileProvider(KeyProvider):
         )
 
     def _info(self, key: KeyRow, damaged: dict[str, str]) -> KeyInfo:
-        def version_info(stage: Stage) -> VersionInfo | None:
-            # a damaged version is still listed (named in ``problem``), so an operator can
-            # see and retire it; its value is never served
-            row = key.stages.get(stage.value)
-            return None if row is None else row.info()
-
-        current = version_info(Stage.CURRENT)
-        assert current is not None  # _verified saw it
-        return KeyInfo(
-            name=key.name,
-            provider=self.name,
-            current=current,
-            previous=version_info(Stage.PREVIOUS),
-            pending=version_info(Stage.PENDING),
+        # a damaged version is still listed (named in ``problem``), so an operator can see
+        # and retire it; its value is never served
+        return self.key_info(
+            key.name,
+            {Stage(stage): row.info() for stage, row in key.stages.items()},
             environment=key.environment,
             promoted_at=_dt(key.promoted_at),
             problem="; ".join(damaged.values()) or None,
             claim=key.claim,
+            missing=IntegrityError,
         )
 
     # -- reading ---------------------------------------------------------------------------
@@ -649,10 +639,7 @@ class FileProvider(KeyProvider):
         validate_name(name)
         with self._write() as db:
             if self._key_row(db, name) is not None:
-                raise KeyExistsError(
-                    f"key {name!r} already exists in provider {self.name!r}; "
-                    "use `keyvault rotate` to replace its value"
-                )
+                raise self.already_exists(name)
             db.execute(
                 "INSERT INTO keys (name, environment, next_version) VALUES (?, ?, 1)",
                 (name, environment),
@@ -782,7 +769,7 @@ class FileProvider(KeyProvider):
     def delete(self, name: str) -> None:
         with self._write() as db:
             if self._key_row(db, name) is None:
-                raise KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
+                raise self.not_found(name)
             db.execute("DELETE FROM versions WHERE name = ?", (name,))
             db.execute("DELETE FROM keys WHERE name = ?", (name,))
 

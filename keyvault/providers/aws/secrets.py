@@ -39,7 +39,6 @@ from keyvault.errors import (
     AuthError,
     ConfigError,
     ConflictError,
-    KeyExistsError,
     KeyNotFoundError,
     KeyvaultError,
 )
@@ -49,6 +48,7 @@ from keyvault.model import (
     KeySet,
     KeyVersion,
     ServerKeyInfo,
+    Stage,
     VersionInfo,
     key_path,
     utcnow,
@@ -146,7 +146,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 return Refused(code_of(exc))
             mapped = map_boto_error(exc, action, f"secret {self.prefix}{name}")
             if isinstance(mapped, KeyNotFoundError):
-                mapped = KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}")
+                mapped = self.not_found(name)
             raise mapped from None
 
     def _value_of(self, name: str, secret_string: str | None) -> SecretValue:
@@ -333,10 +333,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 created = aware(versions[version].get("CreatedDate"))
             return VersionInfo(version, fingerprint, created, ref_of(tags, fingerprint))
 
-        current = version_info(CURRENT)
-        if current is None:
-            raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no current version")
-        pending = version_info(PENDING)
+        current, pending = version_info(CURRENT), version_info(PENDING)
         problem = None
         if pending is not None and pending.version not in (
             tags.get(TAG + "pending-version"),
@@ -347,14 +344,15 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
                 f"set AWSPENDING); it is never tested or promoted: `keyvault discard {name}` "
                 "drops it"
             )
-        return KeyInfo(
-            name=name,
-            provider=self.name,
-            current=current,
-            previous=version_info(PREVIOUS),
-            pending=pending,
+        return self.key_info(
+            name,
+            {
+                Stage.CURRENT: current,
+                Stage.PREVIOUS: version_info(PREVIOUS),
+                Stage.PENDING: pending,
+            },
             environment=tags.get(TAG + "environment"),
-            promoted_at=promoted_at_of(tags, current.version),
+            promoted_at=None if current is None else promoted_at_of(tags, current.version),
             problem=problem,
         )
 
@@ -477,10 +475,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             own = {k: v for k, v in tags.items() if k != TAG + "environment" or k not in existing}
             self._tag(name, own)
             return self.describe(name)
-        raise KeyExistsError(
-            f"key {name!r} already exists in provider {self.name!r}; "
-            "use `keyvault rotate` to replace its value"
-        )
+        raise self.already_exists(name)
 
     def _request_version(self, name: str, request_token: str | None) -> str:
         if request_token is None:

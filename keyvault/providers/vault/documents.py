@@ -13,7 +13,6 @@ from typing import Any
 
 from keyvault.model import (
     Claim,
-    KeyInfo,
     KeyVersion,
     Stage,
     VersionInfo,
@@ -131,27 +130,18 @@ def index_from_doc(doc: Mapping[str, Any], kv_version: int) -> dict[str, str]:
     return meta
 
 
-def info_from_index(name: str, provider: str, meta: Mapping[str, str]) -> KeyInfo | None:
+def stages_from_index(meta: Mapping[str, str]) -> dict[Stage, VersionInfo | None]:
+    """What the metadata index says each stage holds (no current: the index is empty)."""
+
     def version_info(stage: Stage) -> VersionInfo | None:
         version = meta.get(f"{META_PREFIX}{stage.value}_version")
         if version is None:
             return None
         return VersionInfo(
             version,
-            meta.get(f"{META_PREFIX}{stage.value}_fingerprint", ""),
+            meta.get(f"{META_PREFIX}{stage.value}_fingerprint") or None,
             parse_time(meta.get(f"{META_PREFIX}{stage.value}_created_at")),
             meta.get(f"{META_PREFIX}{stage.value}_ref"),
         )
 
-    current = version_info(Stage.CURRENT)
-    if current is None:
-        return None
-    return KeyInfo(
-        name=name,
-        provider=provider,
-        current=current,
-        previous=version_info(Stage.PREVIOUS),
-        pending=version_info(Stage.PENDING),
-        environment=meta.get(META_PREFIX + "environment"),
-        promoted_at=parse_time(meta.get(META_PREFIX + "promoted_at")),
-    )
+    return {stage: version_info(stage) for stage in STAGES}

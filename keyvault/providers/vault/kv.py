@@ -37,7 +37,6 @@ from keyvault.errors import (
     ConflictError,
     IntegrityError,
     InvalidKeyName,
-    KeyExistsError,
     KeyNotFoundError,
     KeyvaultError,
 )
@@ -69,10 +68,10 @@ from keyvault.providers.vault.documents import (
     claim_of,
     doc_problem,
     index_from_doc,
-    info_from_index,
     iso,
     key_version,
     parse_time,
+    stages_from_index,
     version_of,
 )
 from keyvault.providers.vault.transit import TransitKeys
@@ -176,7 +175,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
                 ),
             )
         except KeyNotFoundError:
-            raise KeyNotFoundError(f"key {name!r} not found in provider {self.name!r}") from None
+            raise self.not_found(name) from None
         data = response["data"]
         doc = data.get("data")
         self._check_doc(name, doc)
@@ -205,10 +204,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             )
         except ConflictError:
             if cas == 0:
-                raise KeyExistsError(
-                    f"key {name!r} already exists in provider {self.name!r}; "
-                    "use `keyvault rotate` to replace its value"
-                ) from None
+                raise self.already_exists(name) from None
             raise ConflictError(f"key {name!r} was changed by another writer; re-read it") from None
         kv_version = int(response["data"]["version"])
         self._write_index(name, doc, kv_version)
@@ -237,15 +233,9 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
                 entry.get("ref"),
             )
 
-        current = version_info(Stage.CURRENT)
-        if current is None:
-            raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no current version")
-        return KeyInfo(
-            name=name,
-            provider=self.name,
-            current=current,
-            previous=version_info(Stage.PREVIOUS),
-            pending=version_info(Stage.PENDING),
+        return self.key_info(
+            name,
+            {stage: version_info(stage) for stage in STAGES},
             environment=doc.get("environment"),
             promoted_at=parse_time(doc.get("promoted_at")),
             claim=claim_of(doc),
@@ -275,9 +265,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
 
     def get_keyset(self, name: str) -> KeySet:
         doc, _ = self._read_doc(name)
-        current = doc.get("current")
-        if not current:
-            raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no current version")
+        current = doc["current"]  # checked when the document was read (doc_problem)
         previous = doc.get("previous")
         return KeySet(
             name,
@@ -363,7 +351,14 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         meta = data.get("custom_metadata") or {}
         info = None
         if meta.get(META_PREFIX + "kv_version") == current_version:
-            info = info_from_index(name, self.name, meta)
+            indexed = stages_from_index(meta)
+            if indexed.get(Stage.CURRENT) is not None:
+                info = self.key_info(
+                    name,
+                    indexed,
+                    environment=meta.get(META_PREFIX + "environment"),
+                    promoted_at=parse_time(meta.get(META_PREFIX + "promoted_at")),
+                )
         if info is not None:
             return info
         try:
