@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +36,8 @@ class _Response(Protocol):
 
 
 R = TypeVar("R", bound=_Response)
+#: one attempt's result, as the retry loop receives it
+Outcome = tuple[Any, Exception | None]
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 DEFAULT_MAX_IN_FLIGHT = 5
@@ -104,51 +106,63 @@ class Resilience:
             self.metrics.retry(reason, delay)
         return delay
 
+    def _attempts(self, request: Any) -> Generator[float | None, Outcome, Any]:
+        """The retry loop without I/O (the auth-flow pattern): the driver sends each
+        attempt's ``(response, error)``; the loop answers with the delay before the next
+        attempt, or ends with the response, or raises the error. One loop for sync and
+        async; the drivers only send, close and sleep."""
+        attempt = 0
+        while True:
+            self.breaker.before_request()
+            started = time.perf_counter()
+            response, error = yield None
+            delay = self._judge(request, attempt, response, error, started)
+            if delay is None:
+                if error is not None:
+                    raise error
+                return response
+            yield delay
+            attempt += 1
+
     def run(self, request: Any, send_once: Callable[[], R]) -> R:
         with self._limit:
-            attempt = 0
+            attempts = self._attempts(request)
+            next(attempts)
             while True:
-                self.breaker.before_request()
-                started = time.perf_counter()
+                outcome: Outcome
                 try:
-                    response = send_once()
+                    outcome = (send_once(), None)
                 except Exception as exc:
-                    error_delay = self._judge(request, attempt, None, exc, started)
-                    if error_delay is None:
-                        raise
-                    delay = error_delay
-                else:
-                    delay_or_none = self._judge(request, attempt, response, None, started)
-                    if delay_or_none is None:
-                        return response
-                    delay = delay_or_none
-                    response.close()
-                self.sleep(delay)
-                attempt += 1
+                    outcome = (None, exc)
+                try:
+                    delay = attempts.send(outcome)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                if outcome[0] is not None:
+                    outcome[0].close()
+                self.sleep(delay or 0.0)
+                next(attempts)
 
     async def run_async(
         self, request: httpx.Request, send_once: Callable[[], Awaitable[httpx.Response]]
     ) -> httpx.Response:
         async with self._async_semaphore():
-            attempt = 0
+            attempts = self._attempts(request)
+            next(attempts)
             while True:
-                self.breaker.before_request()
-                started = time.perf_counter()
+                outcome: Outcome
                 try:
-                    response = await send_once()
+                    outcome = (await send_once(), None)
                 except Exception as exc:
-                    error_delay = self._judge(request, attempt, None, exc, started)
-                    if error_delay is None:
-                        raise
-                    delay = error_delay
-                else:
-                    delay_or_none = self._judge(request, attempt, response, None, started)
-                    if delay_or_none is None:
-                        return response
-                    delay = delay_or_none
-                    await response.aclose()
-                await self.async_sleep(delay)
-                attempt += 1
+                    outcome = (None, exc)
+                try:
+                    delay = attempts.send(outcome)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                if outcome[0] is not None:
+                    await outcome[0].aclose()
+                await self.async_sleep(delay or 0.0)
+                next(attempts)
 
 
 class KeyvaultClient(httpx.Client):
