@@ -112,8 +112,6 @@ class Rotator:
             chosen = self._plan(provider, info, policy, force)
             if dry_run:
                 return Outcome(name, Result.PLANNED, chosen.steps, chosen.detail)
-            if chosen.result == Result.NEEDS_STAGING:
-                raise NeedsStaging(f"key {name!r}: {chosen.detail}")
             for step in chosen.steps:
                 if step == Step.RETIRE:
                     info = self._retire(name, info)
@@ -128,6 +126,8 @@ class Rotator:
                 else:
                     info = self._promote(name, info, policy)
                 done.append(step)
+            if chosen.result == Result.NEEDS_STAGING:  # after retiring what was due
+                raise NeedsStaging(f"key {name!r}: {chosen.detail}")
             if chosen.result == Result.ROTATED:
                 return Outcome(
                     name, Result.ROTATED, tuple(done), f"new primary {info.current.fingerprint}"

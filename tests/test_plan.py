@@ -72,3 +72,9 @@ CASES = [
 def test_plan(info: KeyInfo, options: dict[str, bool], steps: tuple[Step], result: Result) -> None:
     chosen = plan(info, POLICY, NOW, **options)
     assert (chosen.steps, chosen.result) == (steps, result), chosen.detail
+
+
+def test_a_manual_key_still_retires_its_expired_previous() -> None:
+    info = key(95, previous=True, promoted_days_ago=8)
+    chosen = plan(info, POLICY, NOW, can_create=False)
+    assert chosen.steps == (Step.RETIRE,) and chosen.result == Result.NEEDS_STAGING

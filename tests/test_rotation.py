@@ -282,3 +282,16 @@ def test_sweep_rotates_an_overdue_transit_key(
     assert provider.list_server_keys()[0].latest_version == "2"
     rows = [r for r in report.rows if r.kind == "vault-transit"]
     assert rows and rows[0].fingerprint == "v2"
+
+
+def test_a_due_manual_key_still_retires_its_expired_previous(file_provider: FileProvider) -> None:
+    clock = now_clock()
+    kv = make_kv(file_provider, keys={"hand/key": {"issuer": "manual"}})
+    file_provider.create("hand/key", SecretValue(canary()), created_at=days_ago(clock, 200))
+    file_provider.stage("hand/key", SecretValue(canary()))
+    rotator = Rotator(kv, clock=clock, backend_clock=lambda _: clock())
+    assert rotator.advance("hand/key").result == Result.ROTATED
+    clock.advance(timedelta(days=95))  # past grace, and the new key is overdue too
+    outcome = rotator.advance("hand/key")
+    assert outcome.result == Result.NEEDS_STAGING and outcome.steps == (Step.RETIRE,)
+    assert file_provider.describe("hand/key").previous is None
