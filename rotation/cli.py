@@ -626,6 +626,78 @@ def serve(state: State, port: int | None, host: str | None, interval: str | None
     sys.exit(service.run_until_signalled())
 
 
+_SIGNALS = ("TERM", "INT", "HUP", "USR1", "USR2", "QUIT")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "--env",
+    "bindings",
+    multiple=True,
+    metavar="VAR=KEY",
+    help="set VAR to key KEY's current primary in the command's environment (repeatable)",
+)
+@click.option("--watch", is_flag=True, help="restart the command when a key's primary changes")
+@click.option("--interval", help="with --watch: how often to check (default: the cache TTL)")
+@click.option(
+    "--restart-signal",
+    type=click.Choice(_SIGNALS),
+    default="TERM",
+    show_default=True,
+    help="with --watch: the signal that asks the command to stop before its restart",
+)
+@click.option(
+    "--restart-grace",
+    default="10s",
+    show_default=True,
+    help="with --watch: how long to wait for it to stop before SIGKILL",
+)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+@handles_errors
+def run(
+    state: State,
+    bindings: tuple[str, ...],
+    watch: bool,
+    interval: str | None,
+    restart_signal: str,
+    restart_grace: str,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND with keys in its environment: keyvault run --env VAR=KEY -- COMMAND.
+
+    The values go to the command's environment only (never its arguments or this output).
+    The environment guard applies (exit 4, nothing started); a missing key is exit 3.
+    Signals are forwarded and the command's exit status is run's (128+N for signal N).
+    """
+    from rotation import logs
+    from rotation.run import Runner, parse_bindings
+
+    parsed = parse_bindings(bindings)
+    logs.configure()  # names and fingerprints on stderr; never a value
+    every = None
+    if watch:
+        try:
+            every = (
+                parse_duration(interval) if interval else state.kv.config.client.cache_ttl
+            ).total_seconds()
+            grace = parse_duration(restart_grace).total_seconds()
+        except ValueError as exc:
+            raise ConfigError(f"--interval/--restart-grace: {exc}") from None
+        if every < 1:
+            raise ConfigError("--interval: at least 1s")
+    else:
+        grace = 10.0
+    runner = Runner(
+        state.kv,
+        parsed,
+        command,
+        restart_signal=getattr(signal, f"SIG{restart_signal}"),
+        restart_grace=grace,
+    )
+    sys.exit(runner.run(watch_interval=every))
+
+
 AUDIT_FORMATS = ("table", "json", "csv", "markdown", "html")
 
 
