@@ -330,6 +330,33 @@ class ClientConfig(_Strict):
     max_stale: Duration = timedelta(hours=1)
 
 
+class ProxyConfig(_Strict):
+    """``[proxy.<name>]``: a local reverse proxy that adds key ``key`` to every request."""
+
+    key: KeyName
+    upstream: str
+    listen: str = "127.0.0.1:8788"
+    header: str = "x-api-key"  # or "Authorization" (Bearer)
+    #: a keyvault key the app must present (in ``header``) to use the proxy; required to
+    #: listen anywhere but loopback, where anyone who reaches the port would spend the key
+    inbound_token: KeyName | None = None
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"upstream {value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen {value!r} is not HOST:PORT (port 0..65535)")
+        return value
+
+
 class NotifyConfig(_Strict):
     webhook: str | None = None
     timeout: float = Field(default=5.0, gt=0)
@@ -381,6 +408,7 @@ class Config(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     policies: dict[str, PolicyConfig] = Field(default_factory=dict, validate_default=True)
     keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
+    proxy: dict[str, ProxyConfig] = Field(default_factory=dict)
 
     #: the file this was loaded from (not a TOML field)
     source: Path | None = Field(default=None, exclude=True)

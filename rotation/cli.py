@@ -626,6 +626,29 @@ def serve(state: State, port: int | None, host: str | None, interval: str | None
     sys.exit(service.run_until_signalled())
 
 
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option(
+    "--admin",
+    default="127.0.0.1:9465",
+    show_default=True,
+    help="HOST:PORT for /healthz and /metrics (apart from the proxied paths)",
+)
+@click.pass_obj
+@handles_errors
+def proxy(state: State, names: tuple[str, ...], admin: str) -> None:
+    """Run the local reverse proxies of [proxy.NAME] tables (all, or NAMES): each adds its
+    key's current value to every request, for apps in any language. SIGTERM drains."""
+    try:
+        from keyvault.proxy.server import serve
+    except ImportError:
+        raise missing_extra("keyvault proxy", "proxy") from None
+    from rotation import logs
+
+    logs.configure()
+    sys.exit(serve(state.kv, names, admin=admin))
+
+
 _SIGNALS = ("TERM", "INT", "HUP", "USR1", "USR2", "QUIT")
 
 

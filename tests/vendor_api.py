@@ -41,6 +41,8 @@ class VendorState:
         self.webhooks: list[dict[str, Any]] = []
         self.paths: list[str] = []  # raw request paths, as sent
         self.idempotent: dict[str, tuple[str, str]] = {}  # Idempotency-Key -> (id, value)
+        self.stream_gap = 0.1  # seconds between the events of a streamed answer
+        self.stream_done = threading.Event()
 
     def add_key(self, value: str, *, key_id: str | None = None) -> str:
         with self.lock:
@@ -203,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path == "/v1/models":
             self._reply(200, {"data": [{"id": "claude-test", "type": "model"}]})
+        elif path == "/v1/messages" and method == "POST" and body.get("stream"):
+            self._stream(body)
         elif path == "/v1/messages" and method == "POST":
             self._reply(
                 200,
@@ -219,6 +223,52 @@ class _Handler(BaseHTTPRequestHandler):
             )
         else:
             self._reply(200 if method != "POST" else 201, {"ok": True, "path": path})
+
+    def _stream(self, body: dict[str, Any]) -> None:
+        """A Messages stream (server-sent events), ``state.stream_gap`` seconds apart; the
+        time each event was written is kept, and ``stream_done`` is set after the last."""
+        state = self.server.state
+        words = ["one", "two", "three", "four", "five"]
+        message = {
+            "id": "msg_stream",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude-test"),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 0},
+        }
+        block = {"type": "text", "text": ""}
+        stop = {"stop_reason": "end_turn", "stop_sequence": None}
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": message},
+            {"type": "content_block_start", "index": 0, "content_block": block},
+            *[
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": word},
+                }
+                for word in words
+            ],
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": stop, "usage": {"output_tokens": len(words)}},
+            {"type": "message_stop"},
+        ]
+        state.stream_done.clear()
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("connection", "close")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+            self.wfile.flush()
+            time.sleep(state.stream_gap)
+        state.stream_done.set()
+        self.close_connection = True
+        self.server.state.statuses[200] += 1
 
     def do_GET(self) -> None:
         self._handle("GET")
