@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
             ["ratio", "aws-secretsmanager-caching"],
         ),
         ("audit.py", ["--keys", "20"], ["keys/s", "backend calls per key"]),
+        ("proxy.py", ["--requests", "50"], ["direct", "through proxy", "ratio"]),
         (
             "aws_listing.py",
             ["--keys", "30"],

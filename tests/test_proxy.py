@@ -247,3 +247,33 @@ def test_node_clients_through_the_proxy_across_a_rotation(
     assert node.returncode == 0, err
     result = json.loads(out)
     assert result == {"sdk": 20, "axios": 20, "failed": 0, "errors": []}
+
+
+def test_sigterm_drains_a_stream_in_flight_then_exits_0(
+    proxied: tuple[Proxy, str], vendor: VendorAPI
+) -> None:
+    proxy, _ = proxied
+    vendor.state.stream_gap = 0.3  # about 3 s of events
+    body = {"model": "claude-test", "max_tokens": 16, "stream": True, "messages": []}
+    with httpx.stream("POST", f"{proxy.url}/v1/messages", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        next(line for line in lines if line.startswith("data:"))
+        proxy.proc.send_signal(signal.SIGTERM)  # mid-stream
+        rest = [json.loads(line[5:])["type"] for line in lines if line.startswith("data:")]
+    assert rest[-1] == "message_stop", "the answer in flight was finished, not cut"
+    assert proxy.proc.wait(30) == 0
+
+
+def test_listening_sockets_turn_nagle_off() -> None:
+    """asyncio disables Nagle only on sockets created as TCP; without it every response on
+    a kept-alive connection waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from keyvault.proxy.server import Listener, bind
+
+    sock = bind(Listener("test", "127.0.0.1", 0))
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()
