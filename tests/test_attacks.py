@@ -587,20 +587,7 @@ def _http_issuer_config(vendor: VendorAPI, *, revoke: bool = True) -> str:
     admin = canary("admin")
     vendor.state.admin_keys.add(admin)
     assert run("put", "vendor/admin", input=admin).exit_code == 0
-    revoke_url = f"{vendor.url}/admin/keys/{{id}}"
-    lines = [
-        "[issuers.vendor]",
-        'type = "http"',
-        f'create = {{ url = "{vendor.url}/admin/keys", method = "POST" }}',
-        f'revoke = {{ url = "{revoke_url}", method = "DELETE" }}' if revoke else "",
-        'key_path = "data.secret"',
-        'id_path = "data.id"',
-        'admin_key = "vendor/admin"',
-        "",
-        '[keys."svc/a"]',
-        'issuer = "vendor"',
-    ]
-    return CONFIG + "\n" + "\n".join(lines) + "\n"
+    return CONFIG + vendor.issuer_toml("svc/a", verify=False, revoke=revoke)
 
 
 def test_put_ref_lets_an_imported_key_be_revoked_later(workdir: Path, vendor: VendorAPI) -> None:

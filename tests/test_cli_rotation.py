@@ -288,24 +288,7 @@ def test_zero_failed_requests_through_five_forced_rotations_with_retire(
         vendor.state.admin_keys.add(admin)
         config = workdir / "keyvault.toml"
         config.write_text(
-            config.read_text()
-            + f"""
-[client]
-cache_ttl = "1s"
-
-[issuers.vendor]
-type = "http"
-create = {{ url = "{vendor.url}/admin/keys", method = "POST" }}
-verify = {{ url = "{vendor.url}/v1/models" }}
-revoke = {{ url = "{vendor.url}/admin/keys/{{id}}", method = "DELETE" }}
-key_path = "data.secret"
-id_path = "data.id"
-admin_key = "vendor/admin"
-key_header = "x-api-key"
-
-[keys."vendor/api"]
-issuer = "vendor"
-"""
+            config.read_text() + '\n[client]\ncache_ttl = "1s"\n' + vendor.issuer_toml("vendor/api")
         )
         first = canary("first")
         first_id = vendor.state.add_key(first)

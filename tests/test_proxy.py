@@ -57,20 +57,7 @@ def issuer_config(vendor: VendorAPI) -> str:
     admin = canary("admin")
     vendor.state.admin_keys.add(admin)
     put("vendor/admin", admin)
-    return f"""
-[issuers.vendor]
-type = "http"
-create = {{ url = "{vendor.url}/admin/keys", method = "POST" }}
-revoke = {{ url = "{vendor.url}/admin/keys/{{id}}", method = "DELETE" }}
-verify = {{ url = "{vendor.url}/v1/models" }}
-key_path = "data.secret"
-id_path = "data.id"
-admin_key = "vendor/admin"
-key_header = "x-api-key"
-
-[keys."anthropic/prod"]
-issuer = "vendor"
-"""
+    return vendor.issuer_toml("anthropic/prod")
 
 
 def launch(

@@ -299,6 +299,30 @@ class VendorAPI:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
+    def issuer_toml(
+        self, *keys: str, verify: bool = True, revoke: bool = True, admin_key: str = "vendor/admin"
+    ) -> str:
+        """``[issuers.vendor]``: this API as an http issuer (create, and optionally verify
+        and revoke), and ``[keys."K"] issuer = "vendor"`` for each key named."""
+        lines = [
+            "[issuers.vendor]",
+            'type = "http"',
+            f'create = {{ url = "{self.url}/admin/keys", method = "POST" }}',
+        ]
+        if verify:
+            lines.append(f'verify = {{ url = "{self.url}/v1/models" }}')
+        if revoke:
+            lines.append(f'revoke = {{ url = "{self.url}/admin/keys/{{id}}", method = "DELETE" }}')
+        lines += [
+            'key_path = "data.secret"',
+            'id_path = "data.id"',
+            f'admin_key = "{admin_key}"',
+            'key_header = "x-api-key"',
+        ]
+        for key in keys:
+            lines += ["", f'[keys."{key}"]', 'issuer = "vendor"']
+        return "\n" + "\n".join(lines) + "\n"
+
     def start(self) -> VendorAPI:
         self._thread.start()
         return self

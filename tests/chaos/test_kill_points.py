@@ -63,23 +63,6 @@ class Setup:
         return build_provider(config, next(iter(config.providers)))
 
 
-def _issuer_config(vendor: VendorAPI) -> str:
-    return f"""
-[issuers.vendor]
-type = "http"
-create = {{ url = "{vendor.url}/admin/keys", method = "POST" }}
-verify = {{ url = "{vendor.url}/v1/models" }}
-revoke = {{ url = "{vendor.url}/admin/keys/{{id}}", method = "DELETE" }}
-key_path = "data.secret"
-id_path = "data.id"
-admin_key = "vendor/admin"
-key_header = "x-api-key"
-
-[keys."{KEY}"]
-issuer = "vendor"
-"""
-
-
 def _file_backend(workdir: Path) -> tuple[str, dict[str, str]]:
     write_key_file(workdir / "master.key", [MasterKey.generate()])
     table = '[providers.local]\ntype = "file"\npath = "store.db"\nmaster_key_file = "master.key"\n'
@@ -154,7 +137,7 @@ def _setup(backend: str, workdir: Path, request: pytest.FixtureRequest, previous
     vendor = VendorAPI().start()
     request.addfinalizer(vendor.stop)
     config = workdir / "keyvault.toml"
-    config.write_text(table + POLICY + _issuer_config(vendor))
+    config.write_text(table + POLICY + vendor.issuer_toml(KEY))
     env.update(extra)
     os.environ.update(extra)  # this process reads the same backends to set up and check
     setup = Setup(workdir, config, env, vendor, canary("old"), backdate)
