@@ -7,6 +7,7 @@ traceback. Values never appear in output except through ``get --reveal``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -647,6 +648,30 @@ def proxy(state: State, names: tuple[str, ...], admin: str) -> None:
 
     logs.configure()
     sys.exit(serve(state.kv, names, admin=admin))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@format_option
+@click.pass_obj
+@handles_errors
+def scan(state: State, paths: tuple[Path, ...], output_format: str) -> None:
+    """Find hard-coded keys in PATHS (default: .): every value keyvault holds, and well-known
+    key shapes. Reports file, line and fingerprint, never the text. Exit 1 on a finding."""
+    from rotation.scan import scan as run_scan
+
+    findings, notes = run_scan(state.kv, list(paths) or [Path(".")])
+    if output_format == "json":
+        click.echo(render.dumps([dataclasses.asdict(f) for f in findings]))
+    else:
+        for f in findings:
+            what = f"key {f.key} ({f.stage})" if f.kind == "key" else f.kind
+            click.echo(f"{f.path}:{f.line}: {what} {f.fingerprint}")
+        click.echo(f"scan: {len(findings)} finding(s)", err=True)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if findings:
+        sys.exit(1)
 
 
 _SIGNALS = ("TERM", "INT", "HUP", "USR1", "USR2", "QUIT")
