@@ -360,6 +360,10 @@ class ProxyConfig(_Strict):
 class NotifyConfig(_Strict):
     webhook: str | None = None
     timeout: float = Field(default=5.0, gt=0)
+    #: a keyvault key whose value signs every delivery (HMAC-SHA256 over timestamp and body)
+    signing_key: KeyName | None = None
+    retries: int = Field(default=3, ge=0, le=10)  # after a failure or a 5xx, with backoff
+    backoff: Duration = timedelta(seconds=1)  # doubled after each retry
 
 
 class ServiceConfig(_Strict):

@@ -70,6 +70,12 @@ class ServiceMetrics:
             "sweeps that crashed or could not read a provider",
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            "keyvault_webhook_deliveries",
+            "webhook deliveries by outcome (delivered, refused, failed)",
+            ("outcome",),
+            registry=self.registry,
+        )
         self.clock_skew = Gauge(
             "keyvault_clock_skew_seconds",
             "how far this machine's clock runs ahead of the backend's (negative: behind)",
@@ -123,10 +129,9 @@ class Service:
         self.interval = interval
         self.rotator = rotator or Rotator(kv)
         self.clock = clock
-        self.notifier = notifier or Notifier(
-            kv.config.notify.webhook, timeout=kv.config.notify.timeout, clock=clock
-        )
+        self.notifier = notifier or _notifier(kv, clock)
         self.metrics = ServiceMetrics()
+        self.notifier.on_delivery = lambda outcome: self.metrics.webhooks.labels(outcome).inc()
         self.stop_event = threading.Event()
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.last_sweep_ok: bool | None = None
@@ -223,6 +228,21 @@ class Service:
         log.info("signal received: finishing the step in hand")
         self.stop()
         return 0
+
+
+def _notifier(kv: KeyVault, clock: Callable[[], datetime]) -> Notifier:
+    settings = kv.config.notify
+    signing = settings.signing_key
+    return Notifier(
+        settings.webhook,
+        timeout=settings.timeout,
+        clock=clock,
+        retries=settings.retries,
+        backoff=settings.backoff.total_seconds(),
+        signing_secret=None
+        if signing is None
+        else (lambda: kv.keyset(signing).primary.secret.reveal()),
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -207,3 +207,41 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_webhooks_are_signed_and_retried_after_a_500(tmp_path: Path, vendor: VendorAPI) -> None:
+    """A receiver verifies the signature with the README's own function and sees the retry."""
+    import re
+
+    from rotation.engine import Outcome, Result
+    from rotation.notify import Notifier
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = re.search(r"```python\n(import hashlib\n.*?)```", readme, re.S)
+    assert snippet is not None
+    namespace: dict[str, object] = {}
+    exec(snippet.group(1), namespace)  # noqa: S102 - the README's receiver, as published
+    verify = namespace["verify"]
+    secret = canary("webhook")
+    vendor.state.script.append((500, {}))  # the first delivery fails
+    sleeps: list[float] = []
+    notifier = Notifier(
+        f"{vendor.url}/hooks",
+        signing_secret=lambda: secret,
+        retries=2,
+        backoff=0.5,
+        sleep=sleeps.append,
+    )
+    outcomes: list[str] = []
+    notifier.on_delivery = outcomes.append
+    notifier.outcome(Outcome("svc/key", Result.ROTATED, detail="new primary fp:1"), "local")
+    assert sleeps == [0.5] and outcomes == ["delivered"]
+    ((headers, body),) = vendor.state.webhook_deliveries
+    headers = {k.lower(): v for k, v in headers.items()}
+    assert verify(secret, headers["x-keyvault-timestamp"], body, headers["x-keyvault-signature"])
+    assert not verify(
+        "wrong", headers["x-keyvault-timestamp"], body, headers["x-keyvault-signature"]
+    )
+    assert json.loads(body)["event"] == "rotated"
+    assert_not_leaked(body.decode() + str(headers), secret, where="the delivery")
+    notifier.close()

@@ -39,6 +39,7 @@ class VendorState:
         self.seen: list[str] = []  # fingerprints of the keys presented, in order
         self.statuses: collections.Counter[int] = collections.Counter()
         self.webhooks: list[dict[str, Any]] = []
+        self.webhook_deliveries: list[tuple[dict[str, str], bytes]] = []  # headers, raw body
         self.paths: list[str] = []  # raw request paths, as sent
         self.idempotent: dict[str, tuple[str, str]] = {}  # Idempotency-Key -> (id, value)
         self.stream_gap = 0.1  # seconds between the events of a streamed answer
@@ -101,10 +102,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("content-length") or 0)
+        self.raw_body = self.rfile.read(length) if length else b""
         if not length:
             return {}
         try:
-            loaded = json.loads(self.rfile.read(length))
+            loaded = json.loads(self.raw_body)
             return loaded if isinstance(loaded, dict) else {}
         except ValueError:
             return {}
@@ -141,6 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/hooks" and method == "POST":
             with state.lock:
                 state.webhooks.append(body)
+                state.webhook_deliveries.append((dict(self.headers), self.raw_body))
             self._reply(204)
             return
         if path.startswith("/v1/organizations/api_keys"):
