@@ -405,6 +405,9 @@ def _stop_on_interrupt() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
         click.echo("interrupted: finishing the key in hand, then stopping", err=True)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals reach the main thread only: nothing to install
+        return
     previous = signal.signal(signal.SIGINT, interrupted)
     try:
         yield stop
