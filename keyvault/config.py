@@ -472,6 +472,18 @@ class Config(_Strict):
     def resolve_path(self, path: Path) -> Path:
         return path if path.is_absolute() else self.base_dir / path
 
+    def credential_variables(self) -> set[str]:
+        """The environment variables this config reads credentials from (master keys, Vault
+        tokens, AppRole secret ids): what a process keyvault starts must not inherit."""
+        names: set[str] = set()
+        for settings in self.providers.values():
+            if isinstance(settings, FileProviderConfig) and settings.master_key_file is None:
+                names.add(settings.master_key_variable())
+            elif isinstance(settings, VaultProviderConfig):
+                names.add(settings.token_env)
+                names.update(v for v in (settings.secret_id_env,) if v)
+        return names
+
     def default_provider_name(self) -> str:
         if self.default_provider is not None:
             return self.default_provider

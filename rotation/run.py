@@ -86,7 +86,11 @@ class Runner:
         self.command = list(command)
         self.restart_signal = restart_signal
         self.restart_grace = restart_grace
-        self._environ = dict(os.environ if environ is None else environ)
+        inherited = os.environ if environ is None else environ
+        # the child gets its keys, not keyvault's own credentials (the store's master key,
+        # the Vault token): with those it could read every key
+        hidden = kv.config.credential_variables()
+        self._environ = {k: v for k, v in inherited.items() if k not in hidden}
         self._popen = popen
         self._stop = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None

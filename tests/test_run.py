@@ -152,3 +152,36 @@ def test_watch_restarts_the_child_on_the_new_primary(workdir: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert "a key rotated" in err
     assert_not_leaked(err, first, where="run's log")
+
+
+def test_the_child_does_not_inherit_keyvaults_own_credentials(workdir: Path) -> None:
+    """The store's master key (here from a variable) and a Vault token stay with keyvault."""
+    from keyvault.crypto import MasterKey
+
+    master = MasterKey.generate().to_base64()
+    config = (
+        (workdir / "keyvault.toml")
+        .read_text()
+        .replace('master_key_file = "master.key"', 'master_key_env = "KV_RUN_MASTER"')
+    )
+    (workdir / "keyvault.toml").write_text(config.replace('"store.db"', '"env.db"'))
+    environment = {**env(), "KV_RUN_MASTER": master, "VAULT_TOKEN": canary("token")}
+    assert (
+        CliRunner(env={"KV_RUN_MASTER": master})
+        .invoke(cli, ["--config", "keyvault.toml", "init"])
+        .exit_code
+        == 0
+    )
+    assert (
+        CliRunner(env={"KV_RUN_MASTER": master})
+        .invoke(cli, ["put", "svc/key"], input=canary())
+        .exit_code
+        == 0
+    )
+    shown = subprocess.run(
+        [KEYVAULT, "run", "--env", "API_KEY=svc/key", "--", sys.executable, "-c",
+         "import os; print(sorted(k for k in os.environ if k in ('KV_RUN_MASTER', 'API_KEY')))"],
+        cwd=workdir, env=environment, capture_output=True, text=True,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "['API_KEY']"
