@@ -192,6 +192,9 @@ class KeyInfo:
     problem: str | None = None
     #: a rotation that is creating the next version (see :class:`Claim`)
     claim: Claim | None = None
+    #: when the current version was made current again by a rollback: its age, for the
+    #: rotation schedule, counts from then (so the next sweep does not rotate it at once)
+    rolled_back_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

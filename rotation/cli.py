@@ -477,6 +477,32 @@ def rotate(
 @format_option
 @click.pass_obj
 @handles_errors
+def rollback(state: State, name: str, output_format: str) -> None:
+    """Make key NAME's previous (secondary) key current again, during its grace period.
+
+    Refused without a previous key, when the previous key no longer works upstream, and on
+    a read-only provider. The demoted key stays valid for a full grace period; the restored
+    key's age counts from now, so the next sweep does not rotate it at once (`rotate
+    --force` does).
+    """
+    validate_name(name)
+    rotator = Rotator(state.kv)
+    state.closing.append(rotator.close)
+    info = rotator.rollback(name)
+    if output_format == "json":
+        click.echo(render.dumps(render.key_json(info)))
+    else:
+        click.echo(
+            f"rolled back {name}: primary {info.current.fingerprint}, previous "
+            f"{info.previous.fingerprint if info.previous else 'none'}"
+        )
+
+
+@cli.command()
+@click.argument("name")
+@format_option
+@click.pass_obj
+@handles_errors
 def discard(state: State, name: str, output_format: str) -> None:
     """Drop key NAME's pending version without promoting it: a value staged by mistake, or
     one another tool put there (which rotation never promotes). The issuer is not called."""

@@ -28,7 +28,13 @@ from datetime import datetime, timedelta
 import httpx
 
 from keyvault.config import GRACE_MARGIN, PolicyConfig
-from keyvault.errors import ConfigError, ConflictError, IntegrityError, KeyvaultError
+from keyvault.errors import (
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    KeyvaultError,
+    ReadOnlyError,
+)
 from keyvault.model import KeyInfo, check_ref, check_value, utcnow
 from keyvault.providers.base import KeyProvider
 from keyvault.registry import KeyVault
@@ -56,6 +62,14 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.result not in (Result.FAILED, Result.NEEDS_STAGING)
+
+
+def rotation_token(info: KeyInfo) -> str:
+    """One rotation's identity, stable while it runs (a resumed run finds its claim and its
+    staged version) and new for the next: the current version and when it became current
+    (a rollback makes an old version current again, so the version alone would repeat)."""
+    since = info.promoted_at.isoformat() if info.promoted_at else "-"
+    return f"rotate:{info.name}:{info.current.version}:{since}"
 
 
 def _user() -> str:
@@ -204,7 +218,7 @@ class Rotator:
         adopted) and says so in the log."""
         provider = self.kv.provider_for(name)
         issuer = self.issuers.for_key(name)
-        token = f"rotate:{name}:{info.current.version}"
+        token = rotation_token(info)
         held, taken_over = provider.claim(
             name,
             token=token,
@@ -274,11 +288,14 @@ class Rotator:
         pending = provider.get_pending(name)
         if pending is None:
             raise ConflictError(f"key {name!r}: the pending version vanished (promoted elsewhere?)")
-        probe = self.kv.config.key(name).probe
-        if probe is not None:
-            self._probe(name, pending.secret)
+        self._check(name, pending.secret)
+
+    def _check(self, name: str, value: SecretValue) -> None:
+        """Does ``value`` work? The key's probe, or its issuer's own check."""
+        if self.kv.config.key(name).probe is not None:
+            self._probe(name, value)
         else:
-            self.issuers.for_key(name).verify(name, pending.secret)
+            self.issuers.for_key(name).verify(name, value)
 
     def _probe(self, name: str, value: SecretValue) -> None:
         probe = self.kv.config.key(name).probe
@@ -312,6 +329,52 @@ class Rotator:
         retired = provider.retire(name, expected_previous=previous.version)
         log.info("key %s: retired %s (%s)", name, previous.version, previous.fingerprint)
         return retired
+
+    def rollback(self, name: str) -> KeyInfo:
+        """Make the previous key current again during its grace period (``keyvault
+        rollback``): checked first with the key's probe or issuer (a previous key already
+        revoked upstream would break every client), then the same compare-and-set as a
+        promotion, so of two concurrent rollbacks one wins. The demoted key's grace starts
+        now; the restored key's age counts from now for the schedule."""
+        provider = self.kv.provider_for(name)
+        info = provider.describe(name)
+        if not provider.writable:
+            raise ReadOnlyError(f"provider {provider.name!r} is read-only: nothing to roll back")
+        if info.previous is None:
+            raise ConfigError(
+                f"key {name!r} has no previous version to roll back to (it was retired, or the "
+                "key never rotated)"
+            )
+        if info.problem is not None:
+            raise IntegrityError(f"key {name!r}: {info.problem}; nothing was rolled back")
+        keyset = provider.get_keyset(name)
+        secondary = keyset.secondary
+        if secondary is None or secondary.version != info.previous.version:
+            raise ConflictError(f"key {name!r}: the previous version changed; read it again")
+        try:
+            self._check(name, secondary.secret)
+        except VerificationFailed as exc:
+            raise VerificationFailed(
+                f"key {name!r}: the previous key {secondary.fingerprint} no longer works "
+                f"upstream (revoked?); not rolling back to it: {exc}"
+            ) from None
+        rolled = provider.rollback(
+            name,
+            expected_current=info.current.version,
+            expected_previous=info.previous.version,
+        )
+        log.warning(
+            "key %s: rolled back by %s@%s: current %s (%s) restored, %s (%s) is previous until %s",
+            name,
+            _user(),
+            socket.gethostname(),
+            rolled.current.version,
+            rolled.current.fingerprint,
+            info.current.version,
+            info.current.fingerprint,
+            retire_at(rolled, self.kv.config.policy_for(name)),
+        )
+        return rolled
 
     def retire_now(self, name: str, *, revoked_by_hand: bool = False) -> KeyInfo:
         """Retire the previous version before its grace period ends (``keyvault retire``).

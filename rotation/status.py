@@ -40,8 +40,17 @@ def retire_at(info: KeyInfo, policy: PolicyConfig) -> datetime | None:
     return info.promoted_at + policy.grace
 
 
+def schedule_age(info: KeyInfo, now: datetime) -> timedelta | None:
+    """The current version's age for the rotation schedule: from its creation, or from the
+    rollback that restored it (so the next sweep does not rotate it straight away)."""
+    started = info.current.created_at
+    if info.rolled_back_at is not None and (started is None or info.rolled_back_at > started):
+        started = info.rolled_back_at
+    return age(started, now)
+
+
 def key_status(info: KeyInfo, policy: PolicyConfig, now: datetime) -> Status:
-    current_age = age(info.current.created_at, now)
+    current_age = schedule_age(info, now)
     if current_age is not None and current_age >= policy.max_age:
         return Status.OVERDUE
     if not info.writable:

@@ -340,3 +340,47 @@ def test_zero_failed_requests_through_five_forced_rotations_with_retire(
         assert len(revoked) == 5, "every retired key was revoked at the vendor"
     finally:
         vendor.stop()
+
+
+def test_rollback_restores_the_previous_key_and_the_sweep_leaves_it(
+    workdir: Path, vendor: VendorAPI
+) -> None:
+    admin = canary("admin")
+    vendor.state.admin_keys.add(admin)
+    run("put", "vendor/admin", input=admin)
+    config = workdir / "keyvault.toml"
+    config.write_text(config.read_text() + vendor.issuer_toml("svc/key"))
+    old = canary("old")
+    run("put", "svc/key", "--created-at", "100d", "--ref", vendor.state.add_key(old), input=old)
+    assert run("rotate", "svc/key").exit_code == 0
+    rolled = run("rollback", "svc/key", "--format", "json")
+    assert rolled.exit_code == 0, rolled.output
+    assert json.loads(rolled.stdout)["primary"]["fingerprint"] == SecretValue(old).fingerprint
+    assert store(workdir).get_keyset("svc/key").primary.secret.reveal() == old
+    # the restored key is 100 days old, but its age counts from the rollback
+    again = run("rotate", "svc/key", "--format", "json")
+    assert json.loads(again.stdout)[0]["result"] == "unchanged"
+    assert run("rotate", "--all", "--format", "json").exit_code == 0
+    assert store(workdir).get_keyset("svc/key").primary.secret.reveal() == old
+    forced = run("rotate", "svc/key", "--force", "--format", "json")
+    assert json.loads(forced.stdout)[0]["result"] == "rotated"
+    assert_not_leaked(rolled.output + again.output + forced.output, old, where="rollback output")
+
+
+def test_rollback_is_refused_without_a_previous_or_to_a_revoked_key(
+    workdir: Path, vendor: VendorAPI
+) -> None:
+    admin = canary("admin")
+    vendor.state.admin_keys.add(admin)
+    run("put", "vendor/admin", input=admin)
+    config = workdir / "keyvault.toml"
+    config.write_text(config.read_text() + vendor.issuer_toml("svc/key"))
+    old = canary("old")
+    run("put", "svc/key", "--created-at", "100d", "--ref", vendor.state.add_key(old), input=old)
+    none = run("rollback", "svc/key")
+    assert none.exit_code == 2 and "no previous version" in none.stderr
+    assert run("rotate", "svc/key").exit_code == 0
+    vendor.state.revoke(old)  # revoked upstream (by hand, or a retire that crashed midway)
+    refused = run("rollback", "svc/key")
+    assert refused.exit_code == 1 and "no longer works upstream" in refused.stderr
+    assert store(workdir).describe("svc/key").previous is not None  # nothing changed

@@ -272,3 +272,32 @@ def test_issuer_refs_follow_their_versions(provider: KeyProvider, key_name: Name
     assert final.current.ref is None
     assert final.previous is not None and final.previous.ref == "id-2"
     assert {i.name: i for i in provider.list_keys()}[name].current.ref is None
+
+
+def test_rollback_swaps_current_and_previous_with_compare_and_set(
+    provider: KeyProvider, key_name: Names
+) -> None:
+    name, old, new = key_name("rollback"), _secret(), _secret()
+    v1 = provider.create(name, old).current.version
+    staged = provider.stage(name, new)
+    assert staged.pending is not None
+    promoted = provider.promote(name, pending_version=staged.pending.version, expected_current=v1)
+    v2 = promoted.current.version
+    with pytest.raises(ConflictError):
+        provider.rollback(name, expected_current=v1, expected_previous=v2)  # stale read
+    rolled = provider.rollback(name, expected_current=v2, expected_previous=v1)
+    assert (rolled.current.version, rolled.previous and rolled.previous.version) == (v1, v2)
+    assert rolled.rolled_back_at is not None
+    assert promoted.promoted_at is not None and rolled.promoted_at is not None
+    assert rolled.promoted_at >= promoted.promoted_at  # the demoted key's grace starts now
+    keyset = provider.get_keyset(name)
+    assert keyset.primary.secret == old and keyset.secondary is not None
+    assert keyset.secondary.secret == new
+    listed = {i.name: i for i in provider.list_keys()}[name]
+    assert isinstance(listed, KeyInfo) and listed.current.version == v1
+    # a second rollback with the first one's read loses the compare-and-set
+    with pytest.raises(ConflictError):
+        provider.rollback(name, expected_current=v2, expected_previous=v1)
+    provider.retire(name, expected_previous=v2)
+    with pytest.raises(ConflictError, match="no previous"):
+        provider.rollback(name, expected_current=v1, expected_previous=v2)

@@ -140,6 +140,16 @@ class KeyProvider(ABC):
         """
         self._refuse_write("promote")
 
+    def rollback(self, name: str, *, expected_current: str, expected_previous: str) -> KeyInfo:
+        """Atomically: previous → current, current → previous, during a grace period.
+
+        The same compare-and-set as :meth:`promote`: ConflictError unless the stages still
+        hold the versions the caller read (so of two rollbacks, one wins). The promotion
+        time becomes now, so the demoted key's grace starts now (never shortened), and
+        ``rolled_back_at`` marks when the restored key came back.
+        """
+        self._refuse_write("roll back")
+
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
         """Drop the previous stage. ConflictError if the previous is not the one expected;
         a no-op if there is no previous any more (a retry after success)."""
@@ -190,6 +200,7 @@ class KeyProvider(ABC):
         promoted_at: datetime | None,
         problem: str | None = None,
         claim: Claim | None = None,
+        rolled_back_at: datetime | None = None,
         missing: type[KeyvaultError] = KeyNotFoundError,
     ) -> KeyInfo:
         """A key's metadata from what each stage holds. A key without a current version is
@@ -209,6 +220,7 @@ class KeyProvider(ABC):
             writable=self.writable,
             problem=problem,
             claim=claim,
+            rolled_back_at=rolled_back_at,
         )
 
     def _refuse_write(self, action: str) -> NoReturn:
@@ -251,6 +263,21 @@ def claim_decision(
     if started is None or now - started > lease:
         return True, current_claim
     return False, None
+
+
+def check_rollback(
+    name: str,
+    current: str | None,
+    previous: str | None,
+    expected_current: str,
+    expected_previous: str,
+) -> None:
+    """Rollback's compare, worded once: there must be a previous, and both stages must still
+    hold what the caller read."""
+    if previous is None:
+        raise ConflictError(f"key {name!r} has no previous version to roll back to")
+    expect_version(name, "current", current, expected_current)
+    expect_version(name, "previous", previous, expected_previous)
 
 
 def check_replace(name: str, pending: str | None, replace: str | None) -> None:

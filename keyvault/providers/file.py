@@ -55,6 +55,7 @@ from keyvault.model import (
 from keyvault.providers.base import (
     KeyProvider,
     check_replace,
+    check_rollback,
     claim_decision,
     expect_no_previous,
     expect_version,
@@ -81,7 +82,8 @@ CREATE TABLE IF NOT EXISTS keys (
     mac TEXT,
     claim_token TEXT,
     claim_owner TEXT,
-    claimed_at TEXT
+    claimed_at TEXT,
+    rolled_back_at TEXT
 );
 CREATE TABLE IF NOT EXISTS versions (
     name TEXT NOT NULL REFERENCES keys(name) ON DELETE CASCADE,
@@ -151,7 +153,8 @@ class VersionRow(NamedTuple):
 
 
 _KEY_COLUMNS = (
-    "name, environment, next_version, promoted_at, mac, claim_token, claim_owner, claimed_at"
+    "name, environment, next_version, promoted_at, mac, claim_token, claim_owner, claimed_at, "
+    "rolled_back_at"
 )
 
 
@@ -165,14 +168,15 @@ class KeyRow:
     claim_token: str | None
     claim_owner: str | None
     claimed_at: str | None
+    rolled_back_at: str | None
     #: the staged versions (stage -> row), as stored
     stages: dict[str, VersionRow] = field(default_factory=dict)
 
     @classmethod
     def of(cls, row: Any, stages: dict[str, VersionRow]) -> KeyRow:
-        name, environment, next_version, promoted_at, mac, token, owner, claimed_at = row
+        name, environment, next_version, promoted_at, mac, token, owner, claimed, rolled = row
         return cls(
-            name, environment, next_version, promoted_at, mac, token, owner, claimed_at, stages
+            name, environment, next_version, promoted_at, mac, token, owner, claimed, rolled, stages
         )
 
     @property
@@ -197,6 +201,8 @@ class KeyRow:
         )
         if self.claim_token is not None or self.claim_owner is not None:
             fields += (self.claim_token, self.claim_owner, self.claimed_at)
+        if self.rolled_back_at is not None:
+            fields += ("rolled_back_at", self.rolled_back_at)
         return b"keyvault/v1\x00key\x00" + repr(fields).encode()
 
 
@@ -318,7 +324,7 @@ class FileProvider(KeyProvider):
         if "mac" not in columns:
             self._db.execute("ALTER TABLE versions ADD COLUMN mac TEXT")
         key_columns = {row[1] for row in self._db.execute("PRAGMA table_info(keys)")}
-        for column in ("mac", "claim_token", "claim_owner", "claimed_at"):
+        for column in ("mac", "claim_token", "claim_owner", "claimed_at", "rolled_back_at"):
             if column not in key_columns:
                 self._db.execute(f"ALTER TABLE keys ADD COLUMN {column} TEXT")
 
@@ -570,6 +576,7 @@ class FileProvider(KeyProvider):
             promoted_at=_dt(key.promoted_at),
             problem="; ".join(damaged.values()) or None,
             claim=key.claim,
+            rolled_back_at=_dt(key.rolled_back_at),
             missing=IntegrityError,
         )
 
@@ -744,8 +751,43 @@ class FileProvider(KeyProvider):
                 "WHERE name = ? AND version = ?",
                 (now, name, pending.version),
             )
-            db.execute("UPDATE keys SET promoted_at = ? WHERE name = ?", (now, name))
+            db.execute(
+                "UPDATE keys SET promoted_at = ?, rolled_back_at = NULL WHERE name = ?",
+                (now, name),
+            )
             self._retag(db, name, current.version, pending.version)
+            return self._info(*self._load(db, name))
+
+    def rollback(self, name: str, *, expected_current: str, expected_previous: str) -> KeyInfo:
+        with self._write() as db:
+            key, damaged = self._load(db, name)
+            self._refuse_damaged(key, damaged, Stage.PREVIOUS)
+            current = key.stages.get(Stage.CURRENT.value)
+            previous = key.stages.get(Stage.PREVIOUS.value)
+            check_rollback(
+                name,
+                _version_of(current),
+                _version_of(previous),
+                expected_current,
+                expected_previous,
+            )
+            assert current is not None and previous is not None
+            now = _ts(self._clock())
+            # through a free stage name: the one-per-stage index forbids a moment with two
+            for version, stage in ((current.version, None), (previous.version, "current")):
+                db.execute(
+                    "UPDATE versions SET stage = ? WHERE name = ? AND version = ?",
+                    (stage, name, version),
+                )
+            db.execute(
+                "UPDATE versions SET stage = 'previous' WHERE name = ? AND version = ?",
+                (name, current.version),
+            )
+            db.execute(
+                "UPDATE keys SET promoted_at = ?, rolled_back_at = ? WHERE name = ?",
+                (now, now, name),
+            )
+            self._retag(db, name, current.version, previous.version)
             return self._info(*self._load(db, name))
 
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:

@@ -62,6 +62,7 @@ from keyvault.providers.aws.tags import (
     PENDING,
     PREVIOUS,
     PROMOTING_TAG,
+    ROLLED_BACK_TAG,
     STAGING_TAG,
     TAG,
     aware,
@@ -72,6 +73,7 @@ from keyvault.providers.aws.tags import (
     ref_of,
     ref_tag,
     ref_tags,
+    rolled_back_at_of,
     stage_tag_keys,
     tagged,
     tagged_created_at,
@@ -83,6 +85,7 @@ from keyvault.providers.base import (
     KeyProvider,
     ServerRotatedKeys,
     check_replace,
+    check_rollback,
     claim_decision,
     expect_no_previous,
     expect_version,
@@ -354,6 +357,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             environment=tags.get(TAG + "environment"),
             promoted_at=None if current is None else promoted_at_of(tags, current.version),
             problem=problem,
+            rolled_back_at=None if current is None else rolled_back_at_of(tags, current.version),
         )
 
     def list_keys(self) -> list[KeyInfo]:
@@ -661,6 +665,47 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         ]
         self._tag(name, tags)  # first: a crash before the untag leaves the truth findable
         self._untag(name, [*stage_tag_keys("pending"), *stale, STAGING_TAG, PROMOTING_TAG])
+        return self.describe(name)
+
+    def rollback(self, name: str, *, expected_current: str, expected_previous: str) -> KeyInfo:
+        """AWSCURRENT moves back to the previous version with the same compare-and-set as a
+        promote (RemoveFromVersionId), and AWS moves AWSPREVIOUS to the demoted one itself."""
+        info = self.describe(name)
+        previous = info.previous
+        check_rollback(
+            name,
+            info.current.version,
+            previous.version if previous else None,
+            expected_current,
+            expected_previous,
+        )
+        assert previous is not None
+        stamp = max(filter(None, (self._clock(), self.backend_time_or_none())))
+        self._tag(name, {PROMOTING_TAG: f"{expected_previous} {iso(stamp)}"})
+        moved = self._call(
+            "UpdateSecretVersionStage",
+            name,
+            lambda: self.client.update_secret_version_stage(
+                SecretId=self._secret_id(name),
+                VersionStage=CURRENT,
+                MoveToVersionId=expected_previous,
+                RemoveFromVersionId=expected_current,
+            ),
+            refused=("InvalidParameterException",),
+        )
+        if isinstance(moved, Refused):
+            raise ConflictError(f"key {name!r}: AWSCURRENT moved; another writer was first")
+        self._tag(
+            name,
+            {
+                **info_tags("current", previous),
+                **info_tags("previous", info.current),
+                TAG + "promoted-at": iso(stamp),
+                TAG + "promoted-version": previous.version,
+                ROLLED_BACK_TAG: f"{previous.version} {iso(stamp)}",
+            },
+        )
+        self._untag(name, [PROMOTING_TAG])
         return self.describe(name)
 
     def backend_time(self) -> datetime | None:

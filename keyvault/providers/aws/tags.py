@@ -41,6 +41,7 @@ def aware(value: datetime | None) -> datetime | None:
 STAGING_TAG = TAG + "staging"
 CLAIM_LABEL = "KEYVAULTCLAIM"
 PROMOTING_TAG = TAG + "promoting"
+ROLLED_BACK_TAG = TAG + "rolled-back"
 
 
 def promoted_at_of(tags: Mapping[str, str], current: str) -> datetime | None:
@@ -56,6 +57,13 @@ def promoted_at_of(tags: Mapping[str, str], current: str) -> datetime | None:
     if TAG + "promoted-version" not in tags and PROMOTING_TAG not in tags:
         return parse_time(tags.get(TAG + "promoted-at"))  # written before versions were bound
     return None
+
+
+def rolled_back_at_of(tags: Mapping[str, str], current: str) -> datetime | None:
+    """When ``current`` was restored by a rollback, if the tag is about that version (a
+    later promotion of another version makes it stale, and so ignored)."""
+    version, _, when = tags.get(ROLLED_BACK_TAG, "").partition(" ")
+    return parse_time(when) if version == current else None
 
 
 def tags_of(entry: Mapping[str, Any]) -> dict[str, str]:

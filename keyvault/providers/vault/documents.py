@@ -52,7 +52,7 @@ def doc_problem(doc: Any) -> str | None:
             problem = entry_problem(stage.value, entry)
             if problem is not None:
                 return problem
-    for field in ("environment", "promoted_at"):
+    for field in ("environment", "promoted_at", "rolled_back_at"):
         if doc.get(field) is not None and not isinstance(doc[field], str):
             return f"{field} is not text"
     claim = doc.get("claim")
@@ -65,10 +65,11 @@ def doc_problem(doc: Any) -> str | None:
             parse_time(claim["at"])
         except ValueError:
             return "claim.at is not a time"
-    try:
-        parse_time(doc.get("promoted_at"))
-    except ValueError:
-        return "promoted_at is not a time"
+    for field in ("promoted_at", "rolled_back_at"):
+        try:
+            parse_time(doc.get(field))
+        except ValueError:
+            return f"{field} is not a time"
     return None
 
 
@@ -124,7 +125,7 @@ def index_from_doc(doc: Mapping[str, Any], kv_version: int) -> dict[str, str]:
             meta[f"{META_PREFIX}{stage.value}_created_at"] = entry.get("created_at") or ""
             if entry.get("ref"):
                 meta[f"{META_PREFIX}{stage.value}_ref"] = str(entry["ref"])
-    for field in ("environment", "promoted_at"):
+    for field in ("environment", "promoted_at", "rolled_back_at"):
         if doc.get(field):
             meta[META_PREFIX + field] = str(doc[field])
     return meta

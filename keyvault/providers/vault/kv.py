@@ -57,6 +57,7 @@ from keyvault.providers.base import (
     KeyProvider,
     ServerRotatedKeys,
     check_replace,
+    check_rollback,
     claim_decision,
     expect_no_previous,
     expect_version,
@@ -239,6 +240,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             environment=doc.get("environment"),
             promoted_at=parse_time(doc.get("promoted_at")),
             claim=claim_of(doc),
+            rolled_back_at=parse_time(doc.get("rolled_back_at")),
         )
 
     def _entry(
@@ -358,6 +360,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
                     indexed,
                     environment=meta.get(META_PREFIX + "environment"),
                     promoted_at=parse_time(meta.get(META_PREFIX + "promoted_at")),
+                    rolled_back_at=parse_time(meta.get(META_PREFIX + "rolled_back_at")),
                 )
         if info is not None:
             return info
@@ -459,6 +462,19 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         # the later of our clock and the server's: a replica whose clock is behind never
         # dates a promotion early (which would shorten the grace period)
         doc["promoted_at"] = iso(max(filter(None, (self._clock(), self.backend_time_or_none()))))
+        doc.pop("rolled_back_at", None)  # a new primary: its age is its own
+        return self._write_doc(name, doc, cas=kv_version)
+
+    def rollback(self, name: str, *, expected_current: str, expected_previous: str) -> KeyInfo:
+        doc, kv_version = self._read_doc(name)
+        current, previous = doc.get("current"), doc.get("previous")
+        check_rollback(
+            name, version_of(current), version_of(previous), expected_current, expected_previous
+        )
+        now = iso(max(filter(None, (self._clock(), self.backend_time_or_none()))))
+        doc["current"], doc["previous"] = previous, current
+        doc["promoted_at"] = now
+        doc["rolled_back_at"] = now
         return self._write_doc(name, doc, cas=kv_version)
 
     def retire(self, name: str, *, expected_previous: str) -> KeyInfo:

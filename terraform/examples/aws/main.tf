@@ -29,7 +29,7 @@ provider "aws" {
   # keyvault records each version's fingerprint, creation time and issuer id in tags as it
   # rotates; they are its state, not drift
   ignore_tags {
-    key_prefixes = ["keyvault:current-", "keyvault:previous-", "keyvault:pending-", "keyvault:promoted-", "keyvault:promoting", "keyvault:staging", "keyvault:ref:"]
+    key_prefixes = ["keyvault:current-", "keyvault:previous-", "keyvault:pending-", "keyvault:promoted-", "keyvault:promoting", "keyvault:rolled-back", "keyvault:staging", "keyvault:ref:"]
   }
 }
 
