@@ -198,6 +198,26 @@ class KeyInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """One version in a key's history: what each backend's own records tell of it.
+    Unknown facts are None (AWS, for one, does not record when a label moved)."""
+
+    version: str
+    fingerprint: str | None
+    stage: Stage | None  # now; None once retired
+    created_at: datetime | None
+    promoted_at: datetime | None = None
+    retired_at: datetime | None = None
+    #: True when its issuer revoked it before it was retired, False when an operator said it
+    #: was revoked by hand, None when it is live or the backend cannot tell
+    revoked: bool | None = None
+    ref: str | None = None
+    created_by: str | None = None
+    promoted_by: str | None = None
+    retired_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BrokenKey:
     """A key a listing found but cannot describe: its stored record failed authentication
     or is not a keyvault entry. Reported as an error row for that key alone."""

@@ -474,6 +474,24 @@ def rotate(
 
 @cli.command()
 @click.argument("name")
+@click.option("--provider", help="provider of the key (default: from config)")
+@format_option
+@click.pass_obj
+@handles_errors
+def history(state: State, name: str, provider: str | None, output_format: str) -> None:
+    """Every version of key NAME the backend knows of, newest first: fingerprint, stage,
+    created, promoted, retired, whether its issuer revoked it, its issuer id and who did
+    each step. Never a value."""
+    validate_name(name)
+    records = state.kv.provider_for(name, provider).history(name)
+    if output_format == "json":
+        click.echo(render.dumps([render.record_json(r) for r in records]))
+    else:
+        render.console().print(render.history_table(name, records))
+
+
+@cli.command()
+@click.argument("name")
 @format_option
 @click.pass_obj
 @handles_errors

@@ -404,4 +404,4 @@ class Rotator:
             _user(),
             socket.gethostname(),
         )
-        return provider.retire(name, expected_previous=info.previous.version)
+        return provider.retire(name, expected_previous=info.previous.version, revoked=False)

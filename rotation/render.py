@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from keyvault.model import KeyInfo, VersionInfo
+from keyvault.model import KeyInfo, VersionInfo, VersionRecord
 from rotation.engine import Outcome
 from rotation.plan import Result
 
@@ -149,3 +149,42 @@ def console(stderr: bool = False) -> Console:
     probe = Console(stderr=stderr)
     width = None if probe.is_terminal else 200
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+def record_json(record: VersionRecord) -> dict[str, Any]:
+    return {
+        "version": record.version,
+        "fingerprint": record.fingerprint,
+        "stage": None if record.stage is None else str(record.stage),
+        "created_at": iso(record.created_at),
+        "created_by": record.created_by,
+        "promoted_at": iso(record.promoted_at),
+        "promoted_by": record.promoted_by,
+        "retired_at": iso(record.retired_at),
+        "retired_by": record.retired_by,
+        "revoked": record.revoked,
+        "ref": record.ref,
+    }
+
+
+def history_table(name: str, records: list[VersionRecord]) -> Table:
+    table = Table(title=f"{escape(name)}: history (newest first)", title_justify="left")
+    for column in ("version", "fingerprint", "stage", "created", "promoted", "retired"):
+        table.add_column(column, overflow="fold")
+
+    def when(at: datetime | None, by: str | None, extra: str = "") -> str:
+        if at is None:
+            return "-"
+        return escape(f"{iso(at)}{' by ' + by if by else ''}{extra}")
+
+    for r in records:
+        revoked = {True: " (revoked)", False: " (revoked by hand)", None: ""}[r.revoked]
+        table.add_row(
+            escape(r.version),
+            escape(r.fingerprint or "unknown"),
+            str(r.stage) if r.stage else "retired",
+            when(r.created_at, r.created_by),
+            when(r.promoted_at, r.promoted_by),
+            when(r.retired_at, r.retired_by, revoked),
+        )
+    return table

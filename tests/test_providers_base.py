@@ -301,3 +301,41 @@ def test_rollback_swaps_current_and_previous_with_compare_and_set(
     provider.retire(name, expected_previous=v2)
     with pytest.raises(ConflictError, match="no previous"):
         provider.rollback(name, expected_current=v1, expected_previous=v2)
+
+
+def test_history_tells_every_version_newest_first(provider: KeyProvider, key_name: Names) -> None:
+    """Three rotations and a rollback: each version with its stage, times and actors, as
+    far as the backend's own records go."""
+    name = key_name("history")
+    values = [_secret() for _ in range(4)]
+    current = provider.create(name, values[0]).current.version
+    for value in values[1:]:
+        info = provider.describe(name)
+        if info.previous is not None:
+            provider.retire(name, expected_previous=info.previous.version)
+        staged = provider.stage(name, value)
+        assert staged.pending is not None
+        current = provider.promote(
+            name, pending_version=staged.pending.version, expected_current=current
+        ).current.version
+    info = provider.describe(name)
+    assert info.previous is not None
+    provider.rollback(name, expected_current=current, expected_previous=info.previous.version)
+    history = provider.history(name)
+    newest_first = [v.fingerprint for v in reversed(values)]
+    if provider.name == "aws":  # creation times to the second: same-second versions tie
+        assert sorted(r.fingerprint or "" for r in history) == sorted(newest_first)
+    else:
+        assert [r.fingerprint for r in history] == newest_first
+    stages = {r.fingerprint: r.stage for r in history}
+    assert stages[values[2].fingerprint] == "current"  # rolled back to
+    assert stages[values[3].fingerprint] == "previous"
+    assert stages[values[0].fingerprint] is None and stages[values[1].fingerprint] is None
+    assert all(r.created_at is not None for r in history)
+    restored = next(r for r in history if r.fingerprint == values[2].fingerprint)
+    assert restored.promoted_at is not None
+    if provider.name != "aws":  # AWS does not record label moves (CloudTrail does)
+        first = next(r for r in history if r.fingerprint == values[0].fingerprint)
+        assert first.retired_at is not None and first.revoked is True
+        assert first.created_by and "@" in first.created_by and first.retired_by
+        assert restored.promoted_by

@@ -33,6 +33,7 @@ from keyvault.model import (
     ServerKeyInfo,
     Stage,
     VersionInfo,
+    VersionRecord,
 )
 from keyvault.secret import SecretValue
 
@@ -64,6 +65,10 @@ class KeyProvider(ABC):
     @abstractmethod
     def describe(self, name: str) -> KeyInfo:
         """One key's metadata, including any pending version. No secret values."""
+
+    def history(self, name: str) -> list[VersionRecord]:
+        """Every version the backend's own records know of, newest first."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no version history")
 
     def get_pending(self, name: str) -> KeyVersion | None:
         """The pending version with its secret (to test it before promotion)."""
@@ -150,9 +155,11 @@ class KeyProvider(ABC):
         """
         self._refuse_write("roll back")
 
-    def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
+    def retire(self, name: str, *, expected_previous: str, revoked: bool = True) -> KeyInfo:
         """Drop the previous stage. ConflictError if the previous is not the one expected;
-        a no-op if there is no previous any more (a retry after success)."""
+        a no-op if there is no previous any more (a retry after success). ``revoked``
+        records whether its issuer revoked it first (False: an operator said it was revoked
+        by hand), where the backend keeps such a record."""
         self._refuse_write("retire")
 
     def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from keyvault.actor import current_actor
 from keyvault.crypto import Keyring, Sealed
 from keyvault.errors import (
     BackendUnavailableError,
@@ -49,6 +50,7 @@ from keyvault.model import (
     KeyVersion,
     Stage,
     VersionInfo,
+    VersionRecord,
     utcnow,
     validate_name,
 )
@@ -99,6 +101,10 @@ CREATE TABLE IF NOT EXISTS versions (
     request_token TEXT,
     issuer_ref TEXT,
     mac TEXT,
+    created_by TEXT,
+    promoted_by TEXT,
+    retired_by TEXT,
+    revoked INTEGER,
     PRIMARY KEY (name, version)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS versions_one_per_stage
@@ -115,7 +121,7 @@ _CHECK_AAD = b"keyvault/v1\x00check"
 
 _VERSION_COLUMNS = (
     "name, version, stage, key_id, nonce, ciphertext, fingerprint, created_at, promoted_at, "
-    "retired_at, request_token, issuer_ref, mac"
+    "retired_at, request_token, issuer_ref, mac, created_by, promoted_by, retired_by, revoked"
 )
 
 
@@ -133,11 +139,19 @@ class VersionRow(NamedTuple):
     request_token: str | None
     issuer_ref: str | None
     mac: str | None
+    created_by: str | None = None
+    promoted_by: str | None = None
+    retired_by: str | None = None
+    revoked: int | None = None
 
     def mac_input(self) -> bytes:
         """Every column but the MAC; the ciphertext too, so an edited value is caught
-        without decrypting it."""
-        fields = (*self[:4], len(self.nonce), *self[6:12])
+        without decrypting it. (The history columns join only once set, so rows MACed
+        before they existed still verify.)"""
+        fields: tuple[Any, ...] = (*self[:4], len(self.nonce), *self[6:12])
+        history = (self.created_by, self.promoted_by, self.retired_by, self.revoked)
+        if any(value is not None for value in history):
+            fields += history
         return (
             b"keyvault/v1\x00version\x00"
             + repr(fields).encode()
@@ -321,8 +335,15 @@ class FileProvider(KeyProvider):
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
         if "issuer_ref" not in columns:
             self._db.execute("ALTER TABLE versions ADD COLUMN issuer_ref TEXT")
-        if "mac" not in columns:
-            self._db.execute("ALTER TABLE versions ADD COLUMN mac TEXT")
+        for column, kind in (
+            ("mac", "TEXT"),
+            ("created_by", "TEXT"),
+            ("promoted_by", "TEXT"),
+            ("retired_by", "TEXT"),
+            ("revoked", "INTEGER"),
+        ):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
         key_columns = {row[1] for row in self._db.execute("PRAGMA table_info(keys)")}
         for column in ("mac", "claim_token", "claim_owner", "claimed_at", "rolled_back_at"):
             if column not in key_columns:
@@ -541,8 +562,8 @@ class FileProvider(KeyProvider):
         sealed = self._keyring.seal(value.reveal().encode("utf-8"), _aad(key.name, version))
         db.execute(
             "INSERT INTO versions (name, version, stage, key_id, nonce, ciphertext, "
-            "fingerprint, created_at, request_token, issuer_ref) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "fingerprint, created_at, request_token, issuer_ref, created_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key.name,
                 version,
@@ -554,16 +575,25 @@ class FileProvider(KeyProvider):
                 _ts(created_at),
                 request_token,
                 ref,
+                current_actor(),
             ),
         )
         db.execute("UPDATE keys SET next_version = ? WHERE name = ?", (version + 1, key.name))
         return version
 
-    def _retire_row(self, db: sqlite3.Connection, name: str, version: int) -> None:
+    def _retire_row(
+        self, db: sqlite3.Connection, name: str, version: int, revoked: bool | None = None
+    ) -> None:
         db.execute(
-            "UPDATE versions SET stage = NULL, retired_at = ?, nonce = X'', ciphertext = X'' "
-            "WHERE name = ? AND version = ?",
-            (_ts(self._clock()), name, version),
+            "UPDATE versions SET stage = NULL, retired_at = ?, retired_by = ?, revoked = ?, "
+            "nonce = X'', ciphertext = X'' WHERE name = ? AND version = ?",
+            (
+                _ts(self._clock()),
+                current_actor(),
+                None if revoked is None else int(revoked),
+                name,
+                version,
+            ),
         )
 
     def _info(self, key: KeyRow, damaged: dict[str, str]) -> KeyInfo:
@@ -601,6 +631,42 @@ class FileProvider(KeyProvider):
                 damaged[Stage.PREVIOUS.value],
             )
         return KeySet(name, primary, secondary, key.environment)
+
+    def history(self, name: str) -> list[VersionRecord]:
+        """Every row of the key, retired ones included (their ciphertext is wiped, their
+        facts kept), each checked against its MAC."""
+        with self._read() as db:
+            self._load(db, name)  # the key row and stages verified, or not found
+            rows = [
+                VersionRow._make(row)
+                for row in db.execute(
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? ORDER BY version DESC",
+                    (name,),
+                )
+            ]
+        records = []
+        for row in rows:
+            if not self._legacy and not self._keyring.verify(row.mac_input(), row.mac):
+                raise IntegrityError(
+                    f"key {name!r} in store {self.path}: version {row.version} failed "
+                    "authentication: tampered with (edited outside keyvault)"
+                )
+            records.append(
+                VersionRecord(
+                    version=str(row.version),
+                    fingerprint=row.fingerprint,
+                    stage=None if row.stage is None else Stage(row.stage),
+                    created_at=_dt(row.created_at),
+                    promoted_at=_dt(row.promoted_at),
+                    retired_at=_dt(row.retired_at),
+                    revoked=None if row.revoked is None else bool(row.revoked),
+                    ref=row.issuer_ref,
+                    created_by=row.created_by,
+                    promoted_by=row.promoted_by,
+                    retired_by=row.retired_by,
+                )
+            )
+        return records
 
     def get_pending(self, name: str) -> KeyVersion | None:
         with self._read() as db:
@@ -747,9 +813,9 @@ class FileProvider(KeyProvider):
                 (name, current.version),
             )
             db.execute(
-                "UPDATE versions SET stage = 'current', promoted_at = ? "
+                "UPDATE versions SET stage = 'current', promoted_at = ?, promoted_by = ? "
                 "WHERE name = ? AND version = ?",
-                (now, name, pending.version),
+                (now, current_actor(), name, pending.version),
             )
             db.execute(
                 "UPDATE keys SET promoted_at = ?, rolled_back_at = NULL WHERE name = ?",
@@ -774,11 +840,15 @@ class FileProvider(KeyProvider):
             assert current is not None and previous is not None
             now = _ts(self._clock())
             # through a free stage name: the one-per-stage index forbids a moment with two
-            for version, stage in ((current.version, None), (previous.version, "current")):
-                db.execute(
-                    "UPDATE versions SET stage = ? WHERE name = ? AND version = ?",
-                    (stage, name, version),
-                )
+            db.execute(
+                "UPDATE versions SET stage = NULL WHERE name = ? AND version = ?",
+                (name, current.version),
+            )
+            db.execute(
+                "UPDATE versions SET stage = 'current', promoted_at = ?, promoted_by = ? "
+                "WHERE name = ? AND version = ?",
+                (now, current_actor(), name, previous.version),
+            )
             db.execute(
                 "UPDATE versions SET stage = 'previous' WHERE name = ? AND version = ?",
                 (name, current.version),
@@ -790,13 +860,15 @@ class FileProvider(KeyProvider):
             self._retag(db, name, current.version, previous.version)
             return self._info(*self._load(db, name))
 
-    def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
-        return self._drop_stage(name, Stage.PREVIOUS, expected_previous)
+    def retire(self, name: str, *, expected_previous: str, revoked: bool = True) -> KeyInfo:
+        return self._drop_stage(name, Stage.PREVIOUS, expected_previous, revoked)
 
     def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
         return self._drop_stage(name, Stage.PENDING, pending_version)
 
-    def _drop_stage(self, name: str, stage: Stage, expected: str) -> KeyInfo:
+    def _drop_stage(
+        self, name: str, stage: Stage, expected: str, revoked: bool | None = None
+    ) -> KeyInfo:
         """Idempotent: a stage already gone is success; another version there is a conflict.
         A damaged version may be dropped too: that is how an operator gets rid of it."""
         with self._write() as db:
@@ -804,7 +876,7 @@ class FileProvider(KeyProvider):
             row = key.stages.get(stage.value)
             if row is not None:
                 expect_version(name, stage.value, _version_of(row), expected)
-                self._retire_row(db, name, row.version)
+                self._retire_row(db, name, row.version, revoked)
                 self._retag(db, name, row.version)
             return self._info(*self._load(db, name))
 

@@ -50,6 +50,7 @@ from keyvault.model import (
     ServerKeyInfo,
     Stage,
     VersionInfo,
+    VersionRecord,
     key_path,
     utcnow,
 )
@@ -719,7 +720,54 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         except (TypeError, ValueError):
             return None
 
-    def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
+    def history(self, name: str) -> list[VersionRecord]:
+        """The versions Secrets Manager keeps (``ListSecretVersionIds``, deprecated ones
+        included), with their stage labels, creation times and, from the tags or the value
+        itself, fingerprints. AWS does not record when a label moved or who moved it:
+        CloudTrail does (``UpdateSecretVersionStage``), and the history says so by None."""
+        described = self._describe_raw(name)
+        tags = tags_of(described)
+        current = labels_of(described.get("VersionIdsToStages") or {}).get(CURRENT)
+        records = []
+        for version, entry in self._versions(name).items():
+            labels = entry.get("VersionStages") or []
+            if CLAIM_LABEL in labels:
+                continue
+            fingerprint = tagged(tags, version, "fingerprint")
+            if fingerprint is None:
+                read = self._call(
+                    "GetSecretValue",
+                    name,
+                    lambda v=version: self.client.get_secret_value(  # type: ignore[misc]
+                        SecretId=self._secret_id(name), VersionId=v
+                    ),
+                    refused=("ResourceNotFoundException", "InvalidRequestException"),
+                )
+                if isinstance(read, Refused):
+                    continue  # AWS has dropped its value: nothing left to tell
+                text = read.get("SecretString") or ""
+                if '"keyvault_claim"' in text:
+                    continue  # a claim, not a key
+                fingerprint = self._value_of(name, text).fingerprint
+            stage = next(
+                (s for s, label in ((Stage.CURRENT, CURRENT), (Stage.PREVIOUS, PREVIOUS),
+                                    (Stage.PENDING, PENDING)) if label in labels),
+                None,
+            )  # fmt: skip
+            records.append(
+                VersionRecord(
+                    version=version,
+                    fingerprint=fingerprint,
+                    stage=stage,
+                    created_at=tagged_created_at(tags, version) or aware(entry.get("CreatedDate")),
+                    promoted_at=promoted_at_of(tags, version) if version == current else None,
+                    ref=ref_of(tags, fingerprint),
+                )
+            )
+        return sorted(records, key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC),
+                      reverse=True)  # fmt: skip
+
+    def retire(self, name: str, *, expected_previous: str, revoked: bool = True) -> KeyInfo:
         info = self.describe(name)
         if info.previous is None:
             return info

@@ -16,6 +16,7 @@ from keyvault.model import (
     KeyVersion,
     Stage,
     VersionInfo,
+    VersionRecord,
 )
 from keyvault.secret import SecretValue
 
@@ -146,3 +147,40 @@ def stages_from_index(meta: Mapping[str, str]) -> dict[Stage, VersionInfo | None
         )
 
     return {stage: version_info(stage) for stage in STAGES}
+
+
+def records_from_docs(docs: list[dict[str, Any]]) -> list[VersionRecord]:
+    """A key's history from its stage documents, oldest first as KV keeps them."""
+    found: dict[str, dict[str, Any]] = {}
+    held: dict[str, Stage] = {}
+    for doc in docs:
+        now_held: dict[str, Stage] = {}
+        for stage in STAGES:
+            entry = doc.get(stage.value)
+            if not entry:
+                continue
+            version = str(entry["version"])
+            now_held[version] = stage
+            record = found.setdefault(
+                version,
+                {
+                    "version": version,
+                    "fingerprint": SecretValue(entry["value"]).fingerprint,
+                    "created_at": parse_time(entry.get("created_at")),
+                    "created_by": entry.get("created_by"),
+                    "ref": entry.get("ref"),
+                },
+            )
+            if stage == Stage.CURRENT and held.get(version) != Stage.CURRENT:
+                record["promoted_at"] = parse_time(doc.get("promoted_at"))
+                record["promoted_by"] = doc.get("promoted_by")
+        dropped = doc.get("dropped") or {}
+        for version in set(held) - set(now_held):
+            record = found[version]
+            if dropped.get("version") == version:
+                record["retired_at"] = parse_time(dropped.get("at"))
+                record["retired_by"] = dropped.get("by")
+                record["revoked"] = dropped.get("revoked")
+        held = now_held
+    records = [VersionRecord(stage=held.get(v), **record) for v, record in found.items()]
+    return sorted(records, key=lambda r: int(r.version), reverse=True)

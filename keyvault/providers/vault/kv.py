@@ -31,6 +31,7 @@ import hvac
 import hvac.exceptions as hvac_errors
 import requests
 
+from keyvault.actor import current_actor
 from keyvault.errors import (
     AuthError,
     BackendUnavailableError,
@@ -49,6 +50,7 @@ from keyvault.model import (
     ServerKeyInfo,
     Stage,
     VersionInfo,
+    VersionRecord,
     key_path,
     utcnow,
     validate_name,
@@ -72,6 +74,7 @@ from keyvault.providers.vault.documents import (
     iso,
     key_version,
     parse_time,
+    records_from_docs,
     stages_from_index,
     version_of,
 )
@@ -256,6 +259,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             "version": str(version),
             "value": value.reveal(),
             "created_at": iso(self._clock()),
+            "created_by": current_actor(),
         }
         if token is not None:
             entry["request_token"] = token
@@ -275,6 +279,35 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             None if not previous else key_version(previous),
             doc.get("environment"),
         )
+
+    def history(self, name: str) -> list[VersionRecord]:
+        """Rebuilt from KV's own version history: each document version says which
+        version held which stage, when and by whom; a version that leaves every stage was
+        retired (or discarded) by the write that dropped it. Versions older than the KV
+        history Vault keeps (``max_versions``) are gone from it."""
+        path = self._path(name)
+        meta = self._call(
+            "read metadata of",
+            path,
+            lambda: self.client.secrets.kv.v2.read_secret_metadata(
+                path=path, mount_point=self.mount
+            ),
+        )["data"]
+        docs: list[dict[str, Any]] = []
+        for number in sorted(int(v) for v in (meta.get("versions") or {})):
+            info = meta["versions"][str(number)]
+            if info.get("deletion_time") or info.get("destroyed"):
+                continue
+            data = self._call(
+                "read",
+                path,
+                lambda n=number: self.client.secrets.kv.v2.read_secret_version(  # type: ignore[misc]
+                    path=path, version=n, mount_point=self.mount, raise_on_deleted_version=True
+                ),
+            )["data"]["data"]
+            if doc_problem(data) is None:
+                docs.append(data)
+        return records_from_docs(docs)
 
     def get_pending(self, name: str) -> KeyVersion | None:
         doc, _ = self._read_doc(name)
@@ -462,6 +495,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         # the later of our clock and the server's: a replica whose clock is behind never
         # dates a promotion early (which would shorten the grace period)
         doc["promoted_at"] = iso(max(filter(None, (self._clock(), self.backend_time_or_none()))))
+        doc["promoted_by"] = current_actor()
         doc.pop("rolled_back_at", None)  # a new primary: its age is its own
         return self._write_doc(name, doc, cas=kv_version)
 
@@ -474,16 +508,19 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         now = iso(max(filter(None, (self._clock(), self.backend_time_or_none()))))
         doc["current"], doc["previous"] = previous, current
         doc["promoted_at"] = now
+        doc["promoted_by"] = current_actor()
         doc["rolled_back_at"] = now
         return self._write_doc(name, doc, cas=kv_version)
 
-    def retire(self, name: str, *, expected_previous: str) -> KeyInfo:
-        return self._drop_stage(name, Stage.PREVIOUS, expected_previous)
+    def retire(self, name: str, *, expected_previous: str, revoked: bool = True) -> KeyInfo:
+        return self._drop_stage(name, Stage.PREVIOUS, expected_previous, revoked)
 
     def discard_pending(self, name: str, *, pending_version: str) -> KeyInfo:
         return self._drop_stage(name, Stage.PENDING, pending_version)
 
-    def _drop_stage(self, name: str, stage: Stage, expected: str) -> KeyInfo:
+    def _drop_stage(
+        self, name: str, stage: Stage, expected: str, revoked: bool | None = None
+    ) -> KeyInfo:
         """Idempotent: a stage already gone is success; another version there is a conflict."""
         doc, kv_version = self._read_doc(name)
         entry = doc.get(stage.value)
@@ -491,6 +528,13 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             return self._info_from_doc(name, doc)
         expect_version(name, stage.value, version_of(entry), expected)
         doc.pop(stage.value)
+        # the last drop, for the history (KV's own versions keep every earlier one)
+        doc["dropped"] = {
+            "version": str(entry["version"]),
+            "at": iso(self._clock()),
+            "by": current_actor(),
+            "revoked": revoked,
+        }
         return self._write_doc(name, doc, cas=kv_version)
 
     def delete(self, name: str) -> None:
