@@ -357,6 +357,15 @@ class ProxyConfig(_Strict):
         return value
 
 
+class AccessLogConfig(_Strict):
+    """``[access_log]``: a local chained log of value reads for Vault and AWS providers
+    (the file store keeps its own, inside the store)."""
+
+    path: Path | None = None
+    #: a variable holding base64 of 32+ random bytes, the log's MAC key
+    mac_key_env: str = "KEYVAULT_ACCESS_LOG_KEY"
+
+
 class NotifyConfig(_Strict):
     webhook: str | None = None
     timeout: float = Field(default=5.0, gt=0)
@@ -413,6 +422,7 @@ class Config(_Strict):
     policies: dict[str, PolicyConfig] = Field(default_factory=dict, validate_default=True)
     keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
     proxy: dict[str, ProxyConfig] = Field(default_factory=dict)
+    access_log: AccessLogConfig = Field(default_factory=AccessLogConfig)
 
     #: the file this was loaded from (not a TOML field)
     source: Path | None = Field(default=None, exclude=True)

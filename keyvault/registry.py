@@ -4,6 +4,8 @@ rotation service work through."""
 
 from __future__ import annotations
 
+import base64
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,10 +13,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from keyvault.access import ChainedFile, reading
 from keyvault.config import Config, find_config, load_config
 from keyvault.errors import ConfigError, KeyvaultError
 from keyvault.extras import missing_extra
-from keyvault.model import BrokenKey, KeyInfo, KeySet, check_ref, check_value, validate_name
+from keyvault.model import (
+    BrokenKey,
+    KeyInfo,
+    KeySet,
+    check_ref,
+    check_value,
+    utcnow,
+    validate_name,
+)
 from keyvault.providers import KeyProvider, build_provider
 from keyvault.secret import SecretValue
 
@@ -39,6 +50,7 @@ class KeyVault:
         self._caches: dict[tuple[str, str], KeyCache] = {}
         self._caches_by_name: dict[str, KeyCache] = {}
         self._lock = threading.RLock()
+        self._chained_file: ChainedFile | None = None
 
     # -- providers -------------------------------------------------------------------------
 
@@ -49,8 +61,30 @@ class KeyVault:
                 provider = self._providers.get(name)
                 if provider is None:
                     provider = build_provider(self.config, name)
+                    provider.access_log = self._access_log(provider)
                     self._providers[name] = provider
         return provider
+
+    def _access_log(self, provider: KeyProvider) -> ChainedFile | None:
+        """The configured local access log, for providers that keep no log of their own."""
+        settings = self.config.access_log
+        if settings.path is None or provider.keeps_access_log:
+            return None
+        if self._chained_file is None:
+            encoded = os.environ.get(settings.mac_key_env, "")
+            try:
+                key = base64.b64decode(encoded, validate=True)
+            except ValueError:
+                key = b""
+            if len(key) < 32:
+                raise ConfigError(
+                    f"{self.config.label}: [access_log] needs ${settings.mac_key_env}: base64 of "
+                    "32 random bytes (e.g. `openssl rand -base64 32`), the log's MAC key"
+                )
+            self._chained_file = ChainedFile(
+                self.config.resolve_path(settings.path), key, clock=utcnow
+            )
+        return self._chained_file
 
     def provider_for(self, key_name: str, override: str | None = None) -> KeyProvider:
         validate_name(key_name)
@@ -158,7 +192,8 @@ class KeyVault:
                     chosen = settings or self.cache_settings()
 
                     def fetch() -> KeySet:
-                        keyset = provider.get_keyset(name)
+                        with reading("client"):
+                            keyset = provider.get_keyset(name)
                         self.guard(keyset)
                         return keyset
 

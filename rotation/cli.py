@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
+from keyvault.access import AccessLog, reading
 from keyvault.config import (
     Config,
     FileProviderConfig,
@@ -338,7 +339,8 @@ def put(
 def get(state: State, name: str, provider: str | None, reveal: bool, output_format: str) -> None:
     """Show key NAME's versions, fingerprints and ages (never the value without --reveal)."""
     if reveal:
-        keyset = state.kv.get_keyset(name, provider=provider)
+        with reading("reveal"):
+            keyset = state.kv.get_keyset(name, provider=provider)
         sys.stdout.write(keyset.primary.secret.reveal() + "\n")
         return
     info = state.kv.describe(name, provider=provider)
@@ -813,6 +815,14 @@ AUDIT_FORMATS = ("table", "json", "csv", "markdown", "html")
     type=click.Choice(["due", "overdue"]),
     help="exit 1 when any key is at or past this status (for CI gates)",
 )
+@click.option("--access", is_flag=True, help="report the access log: who read which key, when")
+@click.option("--since", help="with --access: only events this recent, e.g. 30d")
+@click.option("--key", "key_filter", help="with --access: only this key")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="with --access: check the log's chain; exit 6 naming the first bad row",
+)
 @click.pass_obj
 @handles_errors
 def audit(
@@ -821,8 +831,20 @@ def audit(
     output_format: str,
     output: Path | None,
     fail_on: str | None,
+    access: bool,
+    since: str | None,
+    key_filter: str | None,
+    verify: bool,
 ) -> None:
-    """One row per key: age, policy, status, secondary and its retire time. Never a value."""
+    """One row per key: age, policy, status, secondary and its retire time. Never a value.
+
+    With --access: the access log (every read of a value through keyvault) instead.
+    """
+    if access or verify or since or key_filter:
+        if not access:
+            raise ConfigError("--since, --key and --verify go with --access")
+        _audit_access(state, provider, output_format, since, key_filter, verify)
+        return
     kv = state.kv
     now = utcnow()
     rows = _audit_with_progress(kv, now, provider)
@@ -856,6 +878,65 @@ def audit(
                 err=True,
             )
             sys.exit(1)
+
+
+def _access_logs(state: State, provider: str | None) -> list[tuple[str, AccessLog]]:
+    """Every access log in reach: each file store's own, and the configured local file."""
+    from keyvault.providers.file import FileProvider
+
+    kv = state.kv
+    logs: list[tuple[str, AccessLog]] = []
+    for name in [provider] if provider else kv.provider_names():
+        backend = kv.provider(name)
+        shared = backend.access_log
+        if isinstance(backend, FileProvider):
+            logs.append((f"store of provider {name}", backend.own_access_log()))
+        elif shared is not None and all(log is not shared for _, log in logs):
+            logs.append((f"access log {shared.path}", shared))
+    return logs
+
+
+def _audit_access(
+    state: State,
+    provider: str | None,
+    output_format: str,
+    since: str | None,
+    key_filter: str | None,
+    verify: bool,
+) -> None:
+    logs = _access_logs(state, provider)
+    if verify:
+        broken = []
+        for label, log in logs:
+            found = log.verify()
+            if found is not None:
+                broken.append(f"{label}: row {found.seq}: {found.reason}")
+        for line in broken:
+            click.echo(f"error: access log broken: {line}", err=True)
+        if broken:
+            sys.exit(IntegrityError.exit_code)
+        click.echo(f"access log: {len(logs)} chain(s) verified")
+        return
+    cutoff = None
+    if since is not None:
+        try:
+            cutoff = utcnow() - parse_duration(since)
+        except ValueError as exc:
+            raise ConfigError(f"--since: {exc}") from None
+    events = [
+        event
+        for _, log in logs
+        for event in (log.access_events() if hasattr(log, "access_events") else log.events())
+        if (cutoff is None or event.at >= cutoff)
+        and (key_filter is None or event.key == key_filter)
+    ]
+    events.sort(key=lambda event: event.at, reverse=True)
+    if output_format == "json":
+        click.echo(render.dumps([render.access_json(e) for e in events]))
+    elif output_format == "csv":
+        click.echo(render.access_csv(events), nl=False)
+    else:
+        render.console().print(render.access_table(events))
 
 
 def _row_label(row: AuditRow) -> str:

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
+from keyvault.access import reading
 from keyvault.config import GRACE_MARGIN, PolicyConfig
 from keyvault.errors import (
     ConfigError,
@@ -285,7 +286,8 @@ class Rotator:
 
     def _test(self, name: str) -> None:
         provider = self.kv.provider_for(name)
-        pending = provider.get_pending(name)
+        with reading("test"):
+            pending = provider.get_pending(name)
         if pending is None:
             raise ConflictError(f"key {name!r}: the pending version vanished (promoted elsewhere?)")
         self._check(name, pending.secret)
@@ -322,7 +324,8 @@ class Rotator:
         provider = self.kv.provider_for(name)
         previous = info.previous
         assert previous is not None
-        secondary = provider.get_keyset(name).secondary
+        with reading("revoke"):
+            secondary = provider.get_keyset(name).secondary
         if secondary is None or secondary.version != previous.version:
             raise ConflictError(f"key {name!r}: the previous version changed while retiring")
         self.issuers.for_key(name).revoke(name, secondary.secret, secondary.ref)
@@ -347,8 +350,8 @@ class Rotator:
             )
         if info.problem is not None:
             raise IntegrityError(f"key {name!r}: {info.problem}; nothing was rolled back")
-        keyset = provider.get_keyset(name)
-        secondary = keyset.secondary
+        with reading("rollback-check"):
+            secondary = provider.get_keyset(name).secondary
         if secondary is None or secondary.version != info.previous.version:
             raise ConflictError(f"key {name!r}: the previous version changed; read it again")
         try:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from keyvault.access import AccessEvent
 from keyvault.model import KeyInfo, VersionInfo, VersionRecord
 from rotation.engine import Outcome
 from rotation.plan import Result
@@ -186,5 +187,45 @@ def history_table(name: str, records: list[VersionRecord]) -> Table:
             when(r.created_at, r.created_by),
             when(r.promoted_at, r.promoted_by),
             when(r.retired_at, r.retired_by, revoked),
+        )
+    return table
+
+
+def access_json(event: AccessEvent) -> dict[str, Any]:
+    return {
+        "at": iso(event.at),
+        "key": event.key,
+        "fingerprint": event.fingerprint,
+        "action": event.action,
+        "actor": event.actor,
+        "provider": event.provider,
+        "seq": event.seq,
+    }
+
+
+def access_csv(events: list[AccessEvent]) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    fields = ["at", "key", "fingerprint", "action", "actor", "provider", "seq"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for event in events:
+        writer.writerow(access_json(event))
+    return buffer.getvalue()
+
+
+def access_table(events: list[AccessEvent]) -> Table:
+    table = Table(title="access log (newest first)", title_justify="left")
+    for column in ("at", "key", "fingerprint", "action", "actor"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        table.add_row(
+            iso(e.at) or "-",
+            escape(e.key),
+            escape(e.fingerprint),
+            escape(e.action),
+            escape(e.actor),
         )
     return table

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
+from keyvault.access import reading
 from keyvault.errors import ConfigError, KeyvaultError
 from keyvault.model import KeySet, validate_name
 from keyvault.registry import KeyVault
@@ -101,7 +102,8 @@ class Runner:
     def keysets(self) -> dict[str, KeySet]:
         """Each bound key through its process-wide cache: guarded, and fetched past the
         cache only when the cache's TTL says so."""
-        return {b.key: self.kv.cache(b.key).get() for b in self.bindings}
+        with reading("run"):
+            return {b.key: self.kv.cache(b.key).get() for b in self.bindings}
 
     def _environment(self, keysets: Mapping[str, KeySet]) -> dict[str, str]:
         values = {b.variable: keysets[b.key].primary.secret.reveal() for b in self.bindings}
@@ -185,7 +187,8 @@ class Runner:
         """Each key read past its cache (the watch interval is the caller's to choose); a
         backend that fails leaves the child as it is."""
         try:
-            return {b.key: self.kv.cache(b.key).refresh() for b in self.bindings}
+            with reading("run"):
+                return {b.key: self.kv.cache(b.key).refresh() for b in self.bindings}
         except KeyvaultError as exc:
             log.warning("could not check the keys (%s); keeping the child as it is", exc)
             return dict(current)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pathspec
 
+from keyvault.access import reading
 from keyvault.errors import ConfigError, KeyvaultError
 from keyvault.model import BrokenKey
 from keyvault.registry import KeyVault
@@ -73,8 +74,9 @@ def known_values(kv: KeyVault) -> tuple[list[Known], list[str]]:
                 notes.append(f"key {info.name}: {info.error}")
                 continue
             try:
-                keyset = provider.get_keyset(info.name)
-                pending = provider.get_pending(info.name)
+                with reading("scan"):
+                    keyset = provider.get_keyset(info.name)
+                    pending = provider.get_pending(info.name)
             except KeyvaultError as exc:
                 notes.append(f"key {info.name}: {exc}")
                 continue

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import NoReturn
 
+from keyvault.access import ChainedFile
 from keyvault.errors import (
     ConflictError,
     KeyExistsError,
@@ -34,6 +35,7 @@ from keyvault.model import (
     Stage,
     VersionInfo,
     VersionRecord,
+    utcnow,
 )
 from keyvault.secret import SecretValue
 
@@ -50,6 +52,11 @@ class KeyProvider(ABC):
     name: str
     #: whether the write methods work; read-only backends raise ReadOnlyError from them
     writable: bool = True
+    #: where reads of values are recorded, for backends without a log of their own (the
+    #: registry sets it from ``[access_log]``; the file store keeps its own table)
+    access_log: ChainedFile | None = None
+    #: True for a backend that records reads itself (the file store's chained table)
+    keeps_access_log: bool = False
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -186,6 +193,11 @@ class KeyProvider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections. Safe to call twice."""
+
+    def record_access(self, name: str, fingerprint: str) -> None:
+        """A value of ``name`` was read: note it in the configured local access log."""
+        if self.access_log is not None:
+            self.access_log.append(name, fingerprint, utcnow(), provider=self.name)
 
     # -- the contract's words and shapes, written once for every backend -----------------
 

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from keyvault.access import GENESIS, AccessEvent, Broken, check_chain, current_action
 from keyvault.actor import current_actor
 from keyvault.crypto import Keyring, Sealed
 from keyvault.errors import (
@@ -111,6 +112,16 @@ CREATE UNIQUE INDEX IF NOT EXISTS versions_one_per_stage
     ON versions(name, stage) WHERE stage IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS versions_request_token
     ON versions(name, request_token) WHERE request_token IS NOT NULL;
+CREATE TABLE IF NOT EXISTS access_log (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    mac TEXT NOT NULL
+);
 """
 
 #: the sealed check value of a store whose rows carry MACs; a v1 value marks a store made
@@ -246,6 +257,8 @@ def _version_of(row: VersionRow | None) -> str | None:
 class FileProvider(KeyProvider):
     """Keys in one SQLite file, sealed and authenticated under a master keyring."""
 
+    keeps_access_log = True
+
     def __init__(
         self,
         name: str,
@@ -265,6 +278,7 @@ class FileProvider(KeyProvider):
         self._clock = clock
         self._lock = threading.RLock()
         self.read_only = False
+        self._warned_read_only_log = False
         #: a store from before row MACs that could not be upgraded (opened read-only)
         self._legacy = False
         if create:
@@ -344,6 +358,7 @@ class FileProvider(KeyProvider):
         ):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
+        self._db.execute(SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS access_log") :])
         key_columns = {row[1] for row in self._db.execute("PRAGMA table_info(keys)")}
         for column in ("mac", "claim_token", "claim_owner", "claimed_at", "rolled_back_at"):
             if column not in key_columns:
@@ -630,6 +645,7 @@ class FileProvider(KeyProvider):
                 self.path,
                 damaged[Stage.PREVIOUS.value],
             )
+        self._record_access(name, primary.fingerprint)
         return KeySet(name, primary, secondary, key.environment)
 
     def history(self, name: str) -> list[VersionRecord]:
@@ -673,7 +689,11 @@ class FileProvider(KeyProvider):
             key, damaged = self._load(db, name)
         self._refuse_damaged(key, damaged, Stage.PENDING)
         row = key.stages.get(Stage.PENDING.value)
-        return None if row is None else self._decrypt(row)
+        if row is None:
+            return None
+        pending = self._decrypt(row)
+        self._record_access(name, pending.fingerprint)
+        return pending
 
     def describe(self, name: str) -> KeyInfo:
         with self._read() as db:
@@ -887,6 +907,67 @@ class FileProvider(KeyProvider):
             db.execute("DELETE FROM versions WHERE name = ?", (name,))
             db.execute("DELETE FROM keys WHERE name = ?", (name,))
 
+    # -- the access log --------------------------------------------------------------------
+
+    def _record_access(self, name: str, fingerprint: str) -> None:
+        """Append one event to the chain (see :mod:`keyvault.access`); a read-only store
+        cannot, and says so once."""
+        if self.read_only:
+            if not self._warned_read_only_log:
+                log.warning("store %s is read-only: reads are not in its access log", self.path)
+                self._warned_read_only_log = True
+            return
+        at = self._clock()
+        with self._write() as db:
+            last = db.execute("SELECT seq, digest FROM access_log ORDER BY seq DESC LIMIT 1")
+            seq, previous = last.fetchone() or (0, GENESIS)
+            event = AccessEvent(seq + 1, at, name, fingerprint, current_action(), current_actor())
+            digest = event.digest(previous)
+            db.execute(
+                "INSERT INTO access_log VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (event.seq, at.isoformat(), name, fingerprint, event.action, event.actor, digest,
+                 self._keyring.tag(digest.encode())),
+            )  # fmt: skip
+            head = self._keyring.tag(f"head:{event.seq}:{digest}".encode())
+            db.execute(
+                "INSERT OR REPLACE INTO meta (k, v) VALUES ('access_head', ?)",
+                (f"{event.seq} {head}",),
+            )
+
+    def _access_rows(self) -> tuple[list[tuple[AccessEvent, str, str]], str | None]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT seq, at, key, fingerprint, action, actor, digest, mac FROM access_log "
+                "ORDER BY seq"
+            ).fetchall()
+            head = db.execute("SELECT v FROM meta WHERE k = 'access_head'").fetchone()
+        events = [
+            (AccessEvent(r[0], datetime.fromisoformat(r[1]), r[2], r[3], r[4], r[5], self.name),
+             r[6], r[7])
+            for r in rows
+        ]  # fmt: skip
+        return events, None if head is None else str(head[0])
+
+    def own_access_log(self) -> StoreAccessLog:
+        """The store's own log, as an :class:`~keyvault.access.AccessLog`."""
+        return StoreAccessLog(self)
+
+    def access_events(self) -> list[AccessEvent]:
+        return [event for event, _, _ in self._access_rows()[0]]
+
+    def verify_access(self) -> Broken | None:
+        rows, head = self._access_rows()
+        head_seq = None
+        if head is not None:
+            seq, _, tag = head.partition(" ")
+            last = rows[int(seq) - 1][1] if seq.isdigit() and 0 < int(seq) <= len(rows) else ""
+            if not self._keyring.verify(f"head:{seq}:{last}".encode(), tag):
+                return Broken(int(seq) if seq.isdigit() else 0, "the log's head does not hold")
+            head_seq = int(seq)
+        elif rows:
+            return Broken(1, "the log has rows but no head (edited?)")
+        return check_chain(rows, lambda d, m: self._keyring.verify(d.encode(), m), head_seq)
+
     # -- master key rotation ---------------------------------------------------------------
 
     def sealed_with(self) -> dict[str, int]:
@@ -921,7 +1002,32 @@ class FileProvider(KeyProvider):
                 for name in names:
                     total += self._reseal_key(db, name)
             if len(names) < batch:
+                self._reseal_access()
                 return total
+
+    def _reseal_access(self) -> None:
+        """The access log's MACs under the new master key, after checking the chain under
+        the old one: a broken log stops the rekey instead of being blessed."""
+        broken = self.verify_access()
+        if broken is not None:
+            raise IntegrityError(
+                f"store {self.path}: the access log is broken at row {broken.seq} "
+                f"({broken.reason}); rekey stopped"
+            )
+        with self._write() as db:
+            rows = db.execute("SELECT seq, digest FROM access_log ORDER BY seq").fetchall()
+            for seq, digest in rows:
+                db.execute(
+                    "UPDATE access_log SET mac = ? WHERE seq = ?",
+                    (self._keyring.tag(digest.encode()), seq),
+                )
+            if rows:
+                seq, digest = rows[-1]
+                head = self._keyring.tag(f"head:{seq}:{digest}".encode())
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (k, v) VALUES ('access_head', ?)",
+                    (f"{seq} {head}",),
+                )
 
     def _reseal_key(self, db: sqlite3.Connection, name: str) -> int:
         _key, damaged = self._load(db, name)
@@ -980,3 +1086,16 @@ class FileProvider(KeyProvider):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class StoreAccessLog:
+    """The file store's access log table, read through the common interface."""
+
+    def __init__(self, store: FileProvider) -> None:
+        self.store = store
+
+    def events(self) -> list[AccessEvent]:
+        return self.store.access_events()
+
+    def verify(self) -> Broken | None:
+        return self.store.verify_access()

@@ -268,12 +268,14 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         previous = self._get_stage(name, PREVIOUS)
         if current is None:
             raise KeyNotFoundError(f"key {name!r} in provider {self.name!r} has no value yet")
-        return KeySet(
+        keyset = KeySet(
             name,
             self._key_version(name, current, tags),
             None if previous is None else self._key_version(name, previous, tags),
             tags.get(TAG + "environment"),
         )
+        self.record_access(name, keyset.primary.fingerprint)
+        return keyset
 
     def _key_version(
         self, name: str, response: Mapping[str, Any], tags: Mapping[str, str]
@@ -291,12 +293,14 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         info = self.describe(name)
         if info.pending is None:
             return None
-        return KeyVersion(
+        pending = KeyVersion(
             info.pending.version,
             self._read_version(name, info.pending.version),
             info.pending.created_at,
             info.pending.ref,
         )
+        self.record_access(name, pending.fingerprint)
+        return pending
 
     def _read_version(self, name: str, version: str) -> SecretValue:
         response = self._call(

@@ -273,12 +273,14 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         doc, _ = self._read_doc(name)
         current = doc["current"]  # checked when the document was read (doc_problem)
         previous = doc.get("previous")
-        return KeySet(
+        keyset = KeySet(
             name,
             key_version(current),
             None if not previous else key_version(previous),
             doc.get("environment"),
         )
+        self.record_access(name, keyset.primary.fingerprint)
+        return keyset
 
     def history(self, name: str) -> list[VersionRecord]:
         """Rebuilt from KV's own version history: each document version says which
@@ -312,7 +314,11 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
     def get_pending(self, name: str) -> KeyVersion | None:
         doc, _ = self._read_doc(name)
         pending = doc.get("pending")
-        return None if not pending else key_version(pending)
+        if not pending:
+            return None
+        version = key_version(pending)
+        self.record_access(name, version.fingerprint)
+        return version
 
     def describe(self, name: str) -> KeyInfo:
         doc, _ = self._read_doc(name)
