@@ -339,3 +339,35 @@ def test_history_tells_every_version_newest_first(provider: KeyProvider, key_nam
         assert first.retired_at is not None and first.revoked is True
         assert first.created_by and "@" in first.created_by and first.retired_by
         assert restored.promoted_by
+
+
+def test_two_concurrent_rollbacks_make_one(provider: KeyProvider, key_name: Names) -> None:
+    import threading
+
+    name = key_name("rollback-race")
+    v1 = provider.create(name, _secret()).current.version
+    staged = provider.stage(name, _secret())
+    assert staged.pending is not None
+    v2 = provider.promote(
+        name, pending_version=staged.pending.version, expected_current=v1
+    ).current.version
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def roll() -> None:
+        barrier.wait()
+        try:
+            provider.rollback(name, expected_current=v2, expected_previous=v1)
+            results.append("won")
+        except ConflictError:
+            results.append("lost")
+
+    threads = [threading.Thread(target=roll) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["lost", "won"]
+    info = provider.describe(name)
+    assert info.current.version == v1 and info.previous is not None
+    assert info.previous.version == v2
