@@ -133,7 +133,7 @@ def test_promote_loses_to_a_label_moved_under_it(aws_provider: AwsProvider) -> N
         )
 
     inject(aws_provider.client, "UpdateSecretVersionStage", someone_else_promotes)
-    with pytest.raises(ConflictError, match="another writer promoted first"):
+    with pytest.raises(ConflictError, match="another writer promoted or rolled back first"):
         aws_provider.promote("race", pending_version=pending, expected_current=v1)
     assert aws_provider.describe("race").current.version == pending
 

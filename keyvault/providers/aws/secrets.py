@@ -620,26 +620,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         expect_version(name, "current", info.current.version, expected_current)
         expect_no_previous(name, info.previous.version if info.previous else None)
         assert info.pending is not None
-        # before the label moves: a crash between the move and the tags below still leaves
-        # when (at the latest) the promotion happened, so a resume never shortens the grace
-        stamp = max(filter(None, (self._clock(), self.backend_time_or_none())))
-        self._tag(name, {PROMOTING_TAG: f"{pending_version} {iso(stamp)}"})
-        moved = self._call(  # the read above is advisory; this call is the compare-and-set
-            "UpdateSecretVersionStage",
-            name,
-            lambda: self.client.update_secret_version_stage(
-                SecretId=self._secret_id(name),
-                VersionStage=CURRENT,
-                MoveToVersionId=pending_version,
-                RemoveFromVersionId=expected_current,
-            ),
-            refused=("InvalidParameterException",),
-        )
-        if isinstance(moved, Refused):
-            raise ConflictError(
-                f"key {name!r}: AWSCURRENT is no longer on version {expected_current}; "
-                "another writer promoted first"
-            )
+        stamp = self._move_current(name, to=pending_version, away_from=expected_current)
         self._call(
             "UpdateSecretVersionStage",
             name,
@@ -672,6 +653,31 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         self._untag(name, [*stage_tag_keys("pending"), *stale, STAGING_TAG, PROMOTING_TAG])
         return self.describe(name)
 
+    def _move_current(self, name: str, *, to: str, away_from: str) -> datetime:
+        """Move AWSCURRENT from ``away_from`` to ``to``: the compare-and-set of a promotion
+        and of a rollback (RemoveFromVersionId). Before the label moves, an intent tag
+        records when (at the latest) it moved, so a crash before the final tags never loses
+        or shortens a grace period. Returns that time."""
+        stamp = max(filter(None, (self._clock(), self.backend_time_or_none())))
+        self._tag(name, {PROMOTING_TAG: f"{to} {iso(stamp)}"})
+        moved = self._call(
+            "UpdateSecretVersionStage",
+            name,
+            lambda: self.client.update_secret_version_stage(
+                SecretId=self._secret_id(name),
+                VersionStage=CURRENT,
+                MoveToVersionId=to,
+                RemoveFromVersionId=away_from,
+            ),
+            refused=("InvalidParameterException",),
+        )
+        if isinstance(moved, Refused):
+            raise ConflictError(
+                f"key {name!r}: AWSCURRENT is no longer on version {away_from}; "
+                "another writer promoted or rolled back first"
+            )
+        return stamp
+
     def rollback(self, name: str, *, expected_current: str, expected_previous: str) -> KeyInfo:
         """AWSCURRENT moves back to the previous version with the same compare-and-set as a
         promote (RemoveFromVersionId), and AWS moves AWSPREVIOUS to the demoted one itself."""
@@ -685,21 +691,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
             expected_previous,
         )
         assert previous is not None
-        stamp = max(filter(None, (self._clock(), self.backend_time_or_none())))
-        self._tag(name, {PROMOTING_TAG: f"{expected_previous} {iso(stamp)}"})
-        moved = self._call(
-            "UpdateSecretVersionStage",
-            name,
-            lambda: self.client.update_secret_version_stage(
-                SecretId=self._secret_id(name),
-                VersionStage=CURRENT,
-                MoveToVersionId=expected_previous,
-                RemoveFromVersionId=expected_current,
-            ),
-            refused=("InvalidParameterException",),
-        )
-        if isinstance(moved, Refused):
-            raise ConflictError(f"key {name!r}: AWSCURRENT moved; another writer was first")
+        stamp = self._move_current(name, to=expected_previous, away_from=expected_current)
         self._tag(
             name,
             {

@@ -287,14 +287,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
         version held which stage, when and by whom; a version that leaves every stage was
         retired (or discarded) by the write that dropped it. Versions older than the KV
         history Vault keeps (``max_versions``) are gone from it."""
-        path = self._path(name)
-        meta = self._call(
-            "read metadata of",
-            path,
-            lambda: self.client.secrets.kv.v2.read_secret_metadata(
-                path=path, mount_point=self.mount
-            ),
-        )["data"]
+        path, meta = self._path(name), self._metadata(name)
         docs: list[dict[str, Any]] = []
         for number in sorted(int(v) for v in (meta.get("versions") or {})):
             info = meta["versions"][str(number)]
@@ -372,13 +365,7 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
     def _info_from_metadata(self, name: str) -> KeyInfo | None:
         path = self._path(name)
         try:
-            data = self._call(
-                "read metadata of",
-                path,
-                lambda: self.client.secrets.kv.v2.read_secret_metadata(
-                    path=path, mount_point=self.mount
-                ),
-            )["data"]
+            data = self._metadata(name)
         except KeyNotFoundError:
             return None  # deleted between list and read
         current_version = str(data.get("current_version"))
@@ -554,17 +541,22 @@ class VaultProvider(KeyProvider, ServerRotatedKeys):
             ),
         )
 
+    def _metadata(self, name: str) -> dict[str, Any]:
+        """The KV metadata of a key's entry (versions, times, the custom index)."""
+        path = self._path(name)
+        return dict(
+            self._call(
+                "read metadata of",
+                path,
+                lambda: self.client.secrets.kv.v2.read_secret_metadata(
+                    path=path, mount_point=self.mount
+                ),
+            )["data"]
+        )
+
     def kv_versions(self, name: str) -> int:
         """How many KV versions the entry has: its write history."""
-        path = self._path(name)
-        data = self._call(
-            "read metadata of",
-            path,
-            lambda: self.client.secrets.kv.v2.read_secret_metadata(
-                path=path, mount_point=self.mount
-            ),
-        )["data"]
-        return int(data["current_version"])
+        return int(self._metadata(name)["current_version"])
 
     def close(self) -> None:
         adapter = getattr(self.client, "adapter", None)
