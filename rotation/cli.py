@@ -796,6 +796,9 @@ def run(
 
 
 AUDIT_FORMATS = ("table", "json", "csv", "markdown", "html")
+#: a terminal shows the most urgent keys and a summary: a person never waits on a fleet's
+#: table (the whole table when piped, with --output, or with --all-rows)
+TERMINAL_ROWS = 50
 
 
 @cli.command()
@@ -815,6 +818,11 @@ AUDIT_FORMATS = ("table", "json", "csv", "markdown", "html")
     type=click.Choice(["due", "overdue"]),
     help="exit 1 when any key is at or past this status (for CI gates)",
 )
+@click.option(
+    "--all-rows",
+    is_flag=True,
+    help="on a terminal, every row (by default the 50 most urgent and a summary)",
+)
 @click.option("--access", is_flag=True, help="report the access log: who read which key, when")
 @click.option("--since", help="with --access: only events this recent, e.g. 30d")
 @click.option("--key", "key_filter", help="with --access: only this key")
@@ -831,6 +839,7 @@ def audit(
     output_format: str,
     output: Path | None,
     fail_on: str | None,
+    all_rows: bool,
     access: bool,
     since: str | None,
     key_filter: str | None,
@@ -849,7 +858,19 @@ def audit(
     now = utcnow()
     rows = _audit_with_progress(kv, now, provider)
     if output_format == "table" and output is None:
-        render.console().print(report.to_table(rows))
+        console = render.console()
+        shown = rows if all_rows or not console.is_terminal else rows[:TERMINAL_ROWS]
+        console.print(report.to_table(shown))
+        if len(shown) < len(rows):
+            worst_first = sorted(
+                report.summary(rows).items(), key=lambda c: -SEVERITY[Status(c[0])]
+            )
+            counts = ", ".join(f"{n} {status}" for status, n in worst_first if n)
+            click.echo(
+                f"{len(rows)} keys ({counts}); the {len(shown)} most urgent are shown: "
+                "--all-rows for every one, or --format csv/json/html",
+                err=True,
+            )
     else:
         text = {
             "json": lambda: report.to_json(rows, now),

@@ -290,3 +290,30 @@ def test_html_report_renders_in_a_browser_with_its_chart(
     assert len(data) > 20_000, "a page with a chart and a table, not a blank screen"
     keep = Path("/tmp/keyvault-audit-screenshot.png")
     keep.write_bytes(data)  # for a person to look at after the run
+
+
+def test_a_terminal_shows_the_most_urgent_keys_and_a_summary(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped, the table has every key; on a terminal, the worst 50 and a count of the rest."""
+    store = local_store(workdir)
+    for index in range(60):
+        age = 95 if index < 3 else 5
+        store.create(f"fleet/k{index:02d}", SecretValue(canary()),
+                     created_at=datetime.now(UTC) - timedelta(days=age))  # fmt: skip
+    store.close()
+    piped = run("audit")
+    assert piped.stdout.count("fleet/k") == 60
+    monkeypatch.setattr("rotation.render.console", _terminal_console)
+    shown = run("audit")
+    assert shown.stdout.count("fleet/k") == 50
+    assert "60 keys (3 overdue, 57 ok)" in shown.stderr
+    assert all(f"fleet/k0{i}" in shown.stdout for i in range(3))  # the overdue ones first
+    everything = run("audit", "--all-rows")
+    assert everything.stdout.count("fleet/k") == 60
+
+
+def _terminal_console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(force_terminal=True, width=200, stderr=stderr, color_system=None)
