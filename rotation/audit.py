@@ -30,7 +30,7 @@ class RowKind(enum.StrEnum):
     PROVIDER = "provider"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuditRow:
     name: str
     provider: str
@@ -140,7 +140,7 @@ def audit(
             backend = kv.provider(provider_name)
             rows.extend(
                 broken_row(info) if isinstance(info, BrokenKey) else credential_row(kv, info, now)
-                for info in backend.list_keys()
+                for info in backend.iter_keys()
             )
             if isinstance(backend, ServerRotatedKeys):
                 rows.extend(server_row(kv, info, now) for info in backend.list_server_keys())

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -360,25 +360,45 @@ def get(state: State, name: str, provider: str | None, reveal: bool, output_form
 @handles_errors
 def list_keys(state: State, provider: str | None, output_format: str) -> None:
     """One row per key: name, provider, primary fingerprint, age."""
-    listed, failures = state.kv.list_keys(provider=provider)
-    keys = [info for info in listed if isinstance(info, KeyInfo)]
-    broken = [info for info in listed if isinstance(info, BrokenKey)]
     now = utcnow()
+    broken: list[BrokenKey] = []
+    problems: list[KeyInfo] = []
+    failures: list[tuple[str, KeyvaultError]] = []
+
+    def keys() -> Iterator[KeyInfo]:
+        """Every readable key, streamed; what cannot be read is kept aside to report."""
+        for name in [provider] if provider else state.kv.provider_names():
+            try:
+                for info in state.kv.provider(name).iter_keys():
+                    if isinstance(info, BrokenKey):
+                        broken.append(info)
+                        continue
+                    if info.problem is not None:
+                        problems.append(info)
+                    yield info
+            except KeyvaultError as exc:
+                failures.append((name, exc))
+
     if output_format == "json":
-        click.echo(render.dumps([render.list_row_json(info, now) for info in keys]))
+        out = sys.stdout
+        out.write("[")
+        for index, info in enumerate(keys()):
+            out.write(
+                ("," if index else "") + "\n  " + render.dumps(render.list_row_json(info, now))
+            )
+        out.write("\n]\n")
     else:
-        render.console().print(render.list_table(keys, now))
+        render.console().print(render.list_table(list(keys()), now))
     codes = []
-    for failure in failures:
-        click.echo(f"error: provider {failure.provider}: {failure.error}", err=True)
-        codes.append(failure.error.exit_code)
+    for name, error in failures:
+        click.echo(f"error: provider {name}: {error}", err=True)
+        codes.append(error.exit_code)
     for key in broken:
         click.echo(f"error: key {key.name} ({key.provider}): {key.error}", err=True)
         codes.append(key.error.exit_code)
-    for info in keys:
-        if info.problem is not None:
-            click.echo(f"error: key {info.name} ({info.provider}): {info.problem}", err=True)
-            codes.append(IntegrityError.exit_code)
+    for info in problems:
+        click.echo(f"error: key {info.name} ({info.provider}): {info.problem}", err=True)
+        codes.append(IntegrityError.exit_code)
     if codes:
         sys.exit(max(codes))
 
@@ -857,9 +877,11 @@ def audit(
     kv = state.kv
     now = utcnow()
     rows = _audit_with_progress(kv, now, provider)
-    if output_format == "table" and output is None:
-        console = render.console()
-        shown = rows if all_rows or not console.is_terminal else rows[:TERMINAL_ROWS]
+    console = render.console()
+    if output_format == "table" and output is None and not console.is_terminal:
+        report.write_plain_table(rows, sys.stdout)  # piped: every row, as plain text
+    elif output_format == "table" and output is None:
+        shown = rows if all_rows else rows[:TERMINAL_ROWS]
         console.print(report.to_table(shown))
         if len(shown) < len(rows):
             worst_first = sorted(
@@ -872,18 +894,19 @@ def audit(
                 err=True,
             )
     else:
-        text = {
-            "json": lambda: report.to_json(rows, now),
-            "csv": lambda: report.to_csv(rows),
-            "markdown": lambda: report.to_markdown(rows),
-            "html": lambda: report.to_html(rows, now),
-            "table": lambda: _plain_table(rows),
-        }[output_format]()
+        writers: dict[str, Callable[[TextIO], None]] = {
+            "json": lambda out: report.write_json(rows, now, out),
+            "csv": lambda out: report.write_csv(rows, out),
+            "markdown": lambda out: report.write_markdown(rows, out),
+            "html": lambda out: report.write_html(rows, now, out),
+            "table": lambda out: report.write_plain_table(rows, out),
+        }
         if output is not None:
-            output.write_text(text, encoding="utf-8")
+            with output.open("w", encoding="utf-8") as handle:
+                writers[output_format](handle)
             click.echo(f"wrote {output} ({len(rows)} keys)", err=True)
         else:
-            click.echo(text, nl=False)
+            writers[output_format](sys.stdout)
     errors = [row for row in rows if row.status == Status.ERROR]
     for row in errors:
         click.echo(f"error: {_row_label(row)}: {row.note}", err=True)
@@ -963,16 +986,6 @@ def _audit_access(
 def _row_label(row: AuditRow) -> str:
     """An error row names its provider, or its key when only that key is affected."""
     return f"provider {row.provider}" if row.name == "*" else f"key {row.name} ({row.provider})"
-
-
-def _plain_table(rows: list[AuditRow]) -> str:
-    import io
-
-    from rich.console import Console
-
-    buffer = io.StringIO()
-    Console(file=buffer, width=200, color_system=None).print(report.to_table(rows))
-    return buffer.getvalue()
 
 
 def _audit_with_progress(kv: KeyVault, now: datetime, provider: str | None) -> list[AuditRow]:

@@ -11,10 +11,10 @@ import html
 import io
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from importlib.resources import files
-from typing import Any
+from typing import Any, TextIO
 
 from rich.markup import escape
 from rich.table import Table
@@ -97,22 +97,34 @@ def summary(rows: Sequence[AuditRow]) -> dict[str, int]:
     return {str(status): counts.get(str(status), 0) for status in Status}
 
 
-def to_json(rows: Sequence[AuditRow], now: datetime) -> str:
-    document = {
-        "generated_at": _iso(now),
-        "summary": summary(rows),
-        "keys": [row_json(row) for row in rows],
-    }
-    return json.dumps(document, indent=2)
-
-
-def to_csv(rows: Sequence[AuditRow]) -> str:
+def _collected(write: Callable[[TextIO], None]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+    write(buffer)
+    return buffer.getvalue()
+
+
+def write_json(rows: Sequence[AuditRow], now: datetime, out: TextIO) -> None:
+    """The JSON document, written row by row (a fleet never becomes one string)."""
+    out.write('{\n  "generated_at": ' + json.dumps(_iso(now)) + ",\n")
+    out.write('  "summary": ' + json.dumps(summary(rows)) + ',\n  "keys": [')
+    for index, row in enumerate(rows):
+        out.write(("," if index else "") + "\n    " + json.dumps(row_json(row)))
+    out.write("\n  ]\n}\n" if rows else "]\n}\n")
+
+
+def to_json(rows: Sequence[AuditRow], now: datetime) -> str:
+    return _collected(lambda out: write_json(rows, now, out))
+
+
+def write_csv(rows: Sequence[AuditRow], out: TextIO) -> None:
+    writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: "" if v is None else v for k, v in row_json(row).items()})
-    return buffer.getvalue()
+
+
+def to_csv(rows: Sequence[AuditRow]) -> str:
+    return _collected(lambda out: write_csv(rows, out))
 
 
 def _text(value: Any) -> str:
@@ -124,6 +136,10 @@ def _text(value: Any) -> str:
 
 
 def to_markdown(rows: Sequence[AuditRow]) -> str:
+    return _collected(lambda out: write_markdown(rows, out))
+
+
+def write_markdown(rows: Sequence[AuditRow], out: TextIO) -> None:
     columns = (
         "status",
         "name",
@@ -137,15 +153,12 @@ def to_markdown(rows: Sequence[AuditRow]) -> str:
         "last_rotation",
         "note",
     )
-    lines = [
-        "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
+    out.write("| " + " | ".join(columns) + " |\n")
+    out.write("|" + "|".join("---" for _ in columns) + "|\n")
     for row in rows:
         data = row_json(row)
         cells = [_text(data[c]).replace("|", "\\|") for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        out.write("| " + " | ".join(cells) + " |\n")
 
 
 def _short(value: datetime | None) -> str:
@@ -154,6 +167,39 @@ def _short(value: datetime | None) -> str:
 
 def _day(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d")
+
+
+def write_plain_table(rows: Sequence[AuditRow], out: TextIO) -> None:
+    """The table as aligned plain text, row by row: what a pipe or a file gets (rich's
+    table would hold and measure every cell first)."""
+    columns: list[tuple[str, Callable[[AuditRow, dict[str, Any]], str], bool]] = [
+        ("status", lambda r, d: str(r.status), False),
+        ("name", lambda r, d: r.name, False),
+        ("provider", lambda r, d: r.provider, False),
+        ("env", lambda r, d: _text(r.environment), True),
+        ("fingerprint", lambda r, d: _text(r.fingerprint), False),
+        ("age", lambda r, d: "-" if d["age_days"] is None else f"{d['age_days']:.1f}d", False),
+        ("max", lambda r, d: "-" if d["max_age_days"] is None else f"{d['max_age_days']:.0f}d",
+         False),
+        ("secondary", lambda r, d: _text(r.secondary_fingerprint), True),
+        ("retires", lambda r, d: _short(r.secondary_retire_at), True),
+        ("last rotation", lambda r, d: _day(r.last_rotation), True),
+        ("note", lambda r, d: r.note or "-", True),
+    ]  # fmt: skip
+    widths = [len(name) for name, _, _ in columns]
+    used = [not optional for _, _, optional in columns]
+    for row in rows:
+        data = row_json(row)
+        for index, (_, cell, _) in enumerate(columns):
+            text = cell(row, data)
+            widths[index] = max(widths[index], len(text))
+            used[index] = used[index] or text not in ("-", "")
+    keep = [index for index, flag in enumerate(used) if flag]
+    out.write("  ".join(columns[i][0].ljust(widths[i]) for i in keep).rstrip() + "\n")
+    for row in rows:
+        data = row_json(row)
+        cells = [columns[i][1](row, data).ljust(widths[i]) for i in keep]
+        out.write("  ".join(cells).rstrip() + "\n")
 
 
 def to_table(rows: Sequence[AuditRow]) -> Table:
@@ -283,6 +329,16 @@ def _time_cell(value: datetime | None) -> str:
 
 
 def to_html(rows: Sequence[AuditRow], now: datetime) -> str:
+    return _collected(lambda out: write_html(rows, now, out))
+
+
+#: the chart shows the most urgent keys; a fleet's every bar would be a wall, not a chart
+CHART_ROWS = 200
+
+
+def write_html(rows: Sequence[AuditRow], now: datetime, out: TextIO) -> None:
+    """One self-contained page: summary, a chart of the most urgent keys, then every key
+    in a table written row by row."""
     counts = summary(rows)
     pills = " ".join(
         f'<span class="pill" style="background:{STATUS_COLOURS[Status(s)]}">{s}: {n}</span>'
@@ -305,7 +361,25 @@ def to_html(rows: Sequence[AuditRow], now: datetime) -> str:
             "note",
         )
     )
-    body = []
+    charted = rows[:CHART_ROWS]
+    chart_note = (
+        f" The {len(charted)} most urgent of {len(rows)} keys are charted."
+        if len(charted) < len(rows)
+        else ""
+    )
+    out.write(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>keyvault audit</title><style>{_CSS}</style></head>
+<body>
+<h1>Key audit</h1>
+<p class="meta">Generated {html.escape(_short(now))} UTC · {len(rows)} keys · {pills}</p>
+<h2>Age against policy</h2>
+<p class="meta">Each bar is a key's age as a share of its policy's max age;
+the dashed mark is its warn age, the red line its max age.{chart_note}</p>
+{_chart(charted)}
+<table><thead><tr>{header}</tr></thead><tbody>
+""")
     for row in rows:
         data = row_json(row)
         colour = STATUS_COLOURS[row.status]
@@ -322,20 +396,5 @@ def to_html(rows: Sequence[AuditRow], now: datetime) -> str:
             _time_cell(row.last_rotation),
             f"<td>{html.escape(row.note)}</td>",
         ]
-        body.append(f'<tr data-status="{row.status}">{"".join(cells)}</tr>')
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>keyvault audit</title><style>{_CSS}</style></head>
-<body>
-<h1>Key audit</h1>
-<p class="meta">Generated {html.escape(_short(now))} UTC · {len(rows)} keys · {pills}</p>
-<h2>Age against policy</h2>
-<p class="meta">Each bar is a key's age as a share of its policy's max age;
-the dashed mark is its warn age, the red line its max age.</p>
-{_chart(rows)}
-<table><thead><tr>{header}</tr></thead><tbody>
-{"".join(body)}
-</tbody></table>
-</body></html>
-"""
+        out.write(f'<tr data-status="{row.status}">{"".join(cells)}</tr>\n')
+    out.write("</tbody></table>\n</body></html>\n")

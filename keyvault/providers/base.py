@@ -13,7 +13,7 @@ never leaves the server. They do not fit the staged contract and have their own 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import NoReturn
 
@@ -68,6 +68,11 @@ class KeyProvider(ABC):
     def list_keys(self) -> Sequence[KeyInfo | BrokenKey]:
         """Every key's metadata. Must not read or decrypt secret values. A key whose record
         cannot be trusted or read is a :class:`BrokenKey`, so it spoils only its own row."""
+
+    def iter_keys(self) -> Iterator[KeyInfo | BrokenKey]:
+        """:meth:`list_keys` one key at a time; backends that can stream override it, so
+        a fleet's audit never holds every key's metadata at once."""
+        yield from self.list_keys()
 
     @abstractmethod
     def describe(self, name: str) -> KeyInfo:

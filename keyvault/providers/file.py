@@ -25,7 +25,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -700,23 +700,29 @@ class FileProvider(KeyProvider):
             return self._info(*self._load(db, name))
 
     def list_keys(self) -> list[KeyInfo | BrokenKey]:
+        return list(self.iter_keys())
+
+    def iter_keys(self) -> Iterator[KeyInfo | BrokenKey]:
+        """One snapshot, streamed: keys and their staged versions, both in name order,
+        merged as they are read, so memory does not grow with the fleet."""
         with self._read() as db:
-            keys = {
-                row[0]: row for row in db.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY name")
-            }
-            stages: dict[str, dict[str, VersionRow]] = {}
-            for row in db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE stage IS NOT NULL"
-            ):
-                stages.setdefault(row[0], {})[row[2]] = VersionRow._make(row)
-        listed: list[KeyInfo | BrokenKey] = []
-        for name, row in keys.items():
-            key = KeyRow.of(row, stages.get(name, {}))
-            try:
-                listed.append(self._info(key, self._verified(key)))
-            except IntegrityError as exc:
-                listed.append(BrokenKey(name, self.name, exc))
-        return listed
+            keys = db.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY name")
+            staged = db.cursor().execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE stage IS NOT NULL ORDER BY name"
+            )
+            pending_row = staged.fetchone()
+            for row in keys:
+                name = row[0]
+                stages: dict[str, VersionRow] = {}
+                while pending_row is not None and pending_row[0] <= name:
+                    if pending_row[0] == name:
+                        stages[pending_row[2]] = VersionRow._make(pending_row)
+                    pending_row = staged.fetchone()
+                key = KeyRow.of(row, stages)
+                try:
+                    yield self._info(key, self._verified(key))
+                except IntegrityError as exc:
+                    yield BrokenKey(name, self.name, exc)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -744,6 +750,44 @@ class FileProvider(KeyProvider):
             )
             self._retag(db, name, version)
             return self._info(*self._load(db, name))
+
+    def create_many(
+        self,
+        keys: Iterable[tuple[str, SecretValue, datetime | None, str | None]],
+        *,
+        batch: int = 1000,
+    ) -> int:
+        """Create many keys — ``(name, value, created_at, environment)`` — ``batch`` per
+        transaction: an import from another system, or a fleet for a benchmark. Each is
+        checked and sealed as :meth:`create` does; an existing name stops the import with
+        KeyExistsError after the batches before it."""
+        created, pending = 0, []
+        for item in keys:
+            pending.append(item)
+            if len(pending) >= batch:
+                created += self._create_batch(pending)
+                pending = []
+        return created + (self._create_batch(pending) if pending else 0)
+
+    def _create_batch(
+        self, items: list[tuple[str, SecretValue, datetime | None, str | None]]
+    ) -> int:
+        with self._write() as db:
+            for name, value, created_at, environment in items:
+                validate_name(name)
+                if self._key_row(db, name) is not None:
+                    raise self.already_exists(name)
+                db.execute(
+                    "INSERT INTO keys (name, environment, next_version) VALUES (?, ?, 1)",
+                    (name, environment),
+                )
+                key = self._key_row(db, name)
+                assert key is not None
+                version = self._insert_version(
+                    db, key, value, Stage.CURRENT, created_at or self._clock()
+                )
+                self._retag(db, name, version)
+        return len(items)
 
     def stage(
         self,
