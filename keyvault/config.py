@@ -127,6 +127,9 @@ class AwsProviderConfig(_Strict):
     value_field: str | None = None
     kms_keys: list[str] = Field(default_factory=list)
     recovery_window_days: int = Field(default=7, ge=0, le=30)
+    #: writes a second (PutSecretValue, UpdateSecretVersionStage and UpdateSecret share 50/s
+    #: per account and region; TagResource has 50/s of its own): below the quota by default
+    write_rate: float = Field(default=40.0, gt=0)
 
     @field_validator("recovery_window_days")
     @classmethod
@@ -385,6 +388,8 @@ class ServiceConfig(_Strict):
     def _sane_interval(cls, value: timedelta) -> timedelta:
         return check_interval(value)
 
+    #: keys a sweep advances at once (reads and issuer calls overlap; writes stay paced)
+    sweep_concurrency: int = Field(default=4, ge=1, le=64)
     #: how long a rotation's claim (recorded before its issuer is asked) keeps other runners
     #: away; a crashed runner's rotation is resumed by the next run after this
     claim_lease: Duration = timedelta(minutes=10)

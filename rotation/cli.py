@@ -467,8 +467,23 @@ def rotate(
     unreadable = False
     with _stop_on_interrupt() as stop:
         if all_keys:
-            swept = sweep(kv, rotator, force=force, dry_run=dry_run, stop=stop)
+            with _progress_bar("rotating") as progress:
+                swept = sweep(
+                    kv,
+                    rotator,
+                    force=force,
+                    dry_run=dry_run,
+                    stop=stop,
+                    concurrency=kv.config.service.sweep_concurrency,
+                    progress=progress,
+                )
             outcomes = swept.outcomes
+            if swept.outcomes:
+                click.echo(
+                    f"advanced {len(swept.outcomes)} key(s) in {swept.seconds:.1f}s "
+                    f"({swept.rate:.1f} keys/s)",
+                    err=True,
+                )
             for error in swept.errors:
                 click.echo(f"error: {error}", err=True)
             for row in swept.rows:
@@ -986,6 +1001,33 @@ def _audit_access(
 def _row_label(row: AuditRow) -> str:
     """An error row names its provider, or its key when only that key is affected."""
     return f"provider {row.provider}" if row.name == "*" else f"key {row.name} ({row.provider})"
+
+
+@contextmanager
+def _progress_bar(what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar with rate and ETA on a terminal (stderr); nothing when piped."""
+    err = render.console(stderr=True)
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        lock = threading.Lock()
+
+        def advance(done: int, total: int) -> None:
+            with lock:
+                bar.update(task, total=total, completed=done)
+
+        yield advance
 
 
 def _audit_with_progress(kv: KeyVault, now: datetime, provider: str | None) -> list[AuditRow]:

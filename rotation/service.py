@@ -150,6 +150,8 @@ class Service:
                 self.kv,
                 self.rotator,
                 stop=self.stop_event,
+                concurrency=self.kv.config.service.sweep_concurrency,
+                progress=self._log_progress,
                 on_outcome=lambda o: self.notifier.outcome(o, self.kv.config.provider_for(o.key)),
             )
             self.notifier.audit(report.rows)
@@ -163,12 +165,13 @@ class Service:
                 or None
             )
             (log.error if unreadable else log.info)(
-                "sweep %s in %.2fs: %d keys, %d rotated, %d failed%s%s",
+                "sweep %s in %.2fs: %d keys, %d rotated, %d failed, %.1f keys/s%s%s",
                 "failed" if unreadable else "done",
                 time.perf_counter() - started,
                 report.keys,
                 report.count(Result.ROTATED),
                 report.count(Result.FAILED),
+                report.rate,
                 " (stopped early)" if report.stopped_early else "",
                 f"; {self.last_sweep_problem}" if unreadable else "",
             )
@@ -180,6 +183,11 @@ class Service:
         finally:
             self.sweeps += 1
             self.last_sweep_at = self.clock()
+
+    def _log_progress(self, done: int, total: int) -> None:
+        """Long sweeps say how far they are, every 100 keys."""
+        if total >= 100 and (done % 100 == 0 or done == total):
+            log.info("sweep progress: %d of %d keys", done, total)
 
     # -- lifecycle -------------------------------------------------------------------------
 

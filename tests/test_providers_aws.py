@@ -493,3 +493,66 @@ def test_value_field_write_fails_when_the_document_cannot_be_read(kms_key_id: st
     secrets.put_secret_value(SecretId="vf2/svc", SecretString="not json")
     with pytest.raises(ConfigError, match="not a JSON object"):
         provider.stage("svc", SecretValue(canary()))
+
+
+# -- pacing under the write quota ----------------------------------------------------------
+
+
+def _throttling_shim(client: Any, per_second: int = 50) -> list[str]:
+    """AWS's shared write quota, as moto does not have it: more than ``per_second`` of
+    PutSecretValue, UpdateSecretVersionStage and UpdateSecret in any second is throttled."""
+    import collections
+    import threading
+    import time
+
+    window: collections.deque[float] = collections.deque()
+    lock = threading.Lock()
+    throttled: list[str] = []
+
+    def check(**_: Any) -> None:
+        with lock:
+            now = time.monotonic()
+            while window and now - window[0] > 1.0:
+                window.popleft()
+            if len(window) >= per_second:
+                throttled.append("write")
+                raise ClientError({"Error": {"Code": "ThrottlingException"}}, "write")
+            window.append(now)
+
+    for operation in ("PutSecretValue", "UpdateSecretVersionStage", "UpdateSecret"):
+        client.meta.events.register(f"before-call.secrets-manager.{operation}", check)
+    return throttled
+
+
+@pytest.mark.parametrize("write_rate", [40.0, None], ids=["paced", "unpaced-control"])
+def test_a_sweep_stays_under_the_shared_write_quota(
+    kms_key_id: str, write_rate: float | None
+) -> None:
+    from rotation.sweep import sweep
+    from tests.fixtures_aws import emulate_put_idempotency
+    from tests.rotation_helpers import RecordingIssuer, make_kv, make_rotator, now_clock
+
+    secrets, kms = aws_clients()
+    emulate_put_idempotency(secrets)
+    provider = AwsProvider(
+        "aws",
+        secrets,
+        kms_client=kms,
+        prefix=f"pace-{uuid.uuid4().hex[:6]}/",
+        recovery_window_days=0,
+        write_rate=write_rate,
+    )
+    clock = now_clock()
+    for index in range(30):
+        provider.create(f"fleet/k{index:02d}", SecretValue(canary()),
+                        created_at=clock.now - timedelta(days=95))  # fmt: skip
+    throttled = _throttling_shim(secrets)
+    kv = make_kv(provider)
+    report = sweep(kv, make_rotator(kv, RecordingIssuer(), clock), concurrency=8)
+    failed = report.count(Result.FAILED)
+    if write_rate is not None:
+        assert failed == 0 and throttled == [], [o.detail for o in report.outcomes if o.detail]
+        assert report.count(Result.ROTATED) == 30
+        assert 0 < report.rate <= write_rate
+    else:  # the shim bites when nothing paces the writes: the test above can fail
+        assert throttled and failed > 0

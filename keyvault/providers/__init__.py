@@ -144,6 +144,7 @@ def _aws_provider(config: Config, name: str, settings: AwsProviderConfig) -> Key
         value_field=settings.value_field,
         kms_keys=settings.kms_keys,
         recovery_window_days=settings.recovery_window_days,
+        write_rate=settings.write_rate,
     )
 
 

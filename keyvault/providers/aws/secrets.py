@@ -54,6 +54,7 @@ from keyvault.model import (
     key_path,
     utcnow,
 )
+from keyvault.pacing import Pacer
 from keyvault.providers.aws.errors import BOTO_ERRORS, Refused, code_of, map_boto_error
 from keyvault.providers.aws.kms import KmsKeys
 from keyvault.providers.aws.tags import (
@@ -95,6 +96,8 @@ from keyvault.secret import SecretValue
 
 T = TypeVar("T")
 log = logging.getLogger("keyvault.aws")
+#: the calls that share Secrets Manager's write quota (50/s per account and region)
+QUOTA_WRITES = frozenset({"PutSecretValue", "UpdateSecretVersionStage", "UpdateSecret"})
 _TOKEN_NAMESPACE = uuid.UUID("5b0c53a4-7a5e-4c1b-9f3e-6a8f4e1d2c30")
 
 
@@ -111,6 +114,7 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         kms_keys: Sequence[str] = (),
         recovery_window_days: int = 7,
         clock: Callable[[], datetime] = utcnow,
+        write_rate: float | None = 40.0,
     ) -> None:
         self.name = name
         self.client = client
@@ -121,6 +125,9 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         self.kms_keys = tuple(kms_keys)
         self.recovery_window_days = recovery_window_days
         self._clock = clock
+        #: one pacer per quota, shared by every thread using this provider
+        self.write_pacer = Pacer(write_rate)
+        self.tag_pacer = Pacer(write_rate)
 
     # -- names, values, tags ---------------------------------------------------------------
 
@@ -142,7 +149,12 @@ class AwsProvider(KeyProvider, ServerRotatedKeys):
         self, action: str, name: str, func: Callable[[], T], *, refused: tuple[str, ...] = ()
     ) -> T | Refused:
         """The provider's one error boundary. ``refused`` names the ClientError codes the
-        caller treats as answers: they come back as :class:`Refused` instead of raising."""
+        caller treats as answers: they come back as :class:`Refused` instead of raising.
+        Writes under a shared quota wait for their turn first."""
+        if action in QUOTA_WRITES:
+            self.write_pacer.take()
+        elif action in ("TagResource", "UntagResource"):
+            self.tag_pacer.take()
         try:
             return func()
         except BOTO_ERRORS as exc:
