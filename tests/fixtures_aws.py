@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -75,6 +77,28 @@ def emulate_put_idempotency(client: Any) -> None:
             return original(**params)
 
     client.put_secret_value = put_secret_value
+
+
+def throttle_writes(client: Any, per_second: int = 50) -> list[str]:
+    """AWS's shared write quota, as moto does not have it: more than ``per_second`` of
+    PutSecretValue, UpdateSecretVersionStage and UpdateSecret in any second is throttled."""
+    window: collections.deque[float] = collections.deque()
+    lock = threading.Lock()
+    throttled: list[str] = []
+
+    def check(**_: Any) -> None:
+        with lock:
+            now = time.monotonic()
+            while window and now - window[0] > 1.0:
+                window.popleft()
+            if len(window) >= per_second:
+                throttled.append("write")
+                raise ClientError({"Error": {"Code": "ThrottlingException"}}, "write")
+            window.append(now)
+
+    for operation in ("PutSecretValue", "UpdateSecretVersionStage", "UpdateSecret"):
+        client.meta.events.register(f"before-call.secrets-manager.{operation}", check)
+    return throttled
 
 
 @pytest.fixture

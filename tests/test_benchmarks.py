@@ -34,6 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
             ["--keys", "30"],
             ["keyvault list_keys", "naive describe loop", "ratio"],
         ),
+        (
+            "sweep.py",
+            ["--keys", "12", "--aws-keys", "12", "--rtt-ms", "1"],
+            ["one key at a time", "keys at once", "ratio", "throttled calls       : 0"],
+        ),
+        ("fleet.py", ["--keys", "300"], ["audit json", "goal"]),
     ],
 )
 def test_benchmark_runs(script: str, args: list[str], expected: list[str]) -> None:

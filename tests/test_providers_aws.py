@@ -498,38 +498,12 @@ def test_value_field_write_fails_when_the_document_cannot_be_read(kms_key_id: st
 # -- pacing under the write quota ----------------------------------------------------------
 
 
-def _throttling_shim(client: Any, per_second: int = 50) -> list[str]:
-    """AWS's shared write quota, as moto does not have it: more than ``per_second`` of
-    PutSecretValue, UpdateSecretVersionStage and UpdateSecret in any second is throttled."""
-    import collections
-    import threading
-    import time
-
-    window: collections.deque[float] = collections.deque()
-    lock = threading.Lock()
-    throttled: list[str] = []
-
-    def check(**_: Any) -> None:
-        with lock:
-            now = time.monotonic()
-            while window and now - window[0] > 1.0:
-                window.popleft()
-            if len(window) >= per_second:
-                throttled.append("write")
-                raise ClientError({"Error": {"Code": "ThrottlingException"}}, "write")
-            window.append(now)
-
-    for operation in ("PutSecretValue", "UpdateSecretVersionStage", "UpdateSecret"):
-        client.meta.events.register(f"before-call.secrets-manager.{operation}", check)
-    return throttled
-
-
 @pytest.mark.parametrize("write_rate", [40.0, None], ids=["paced", "unpaced-control"])
 def test_a_sweep_stays_under_the_shared_write_quota(
     kms_key_id: str, write_rate: float | None
 ) -> None:
     from rotation.sweep import sweep
-    from tests.fixtures_aws import emulate_put_idempotency
+    from tests.fixtures_aws import emulate_put_idempotency, throttle_writes
     from tests.rotation_helpers import RecordingIssuer, make_kv, make_rotator, now_clock
 
     secrets, kms = aws_clients()
@@ -546,7 +520,7 @@ def test_a_sweep_stays_under_the_shared_write_quota(
     for index in range(30):
         provider.create(f"fleet/k{index:02d}", SecretValue(canary()),
                         created_at=clock.now - timedelta(days=95))  # fmt: skip
-    throttled = _throttling_shim(secrets)
+    throttled = throttle_writes(secrets)
     kv = make_kv(provider)
     report = sweep(kv, make_rotator(kv, RecordingIssuer(), clock), concurrency=8)
     failed = report.count(Result.FAILED)
