@@ -735,21 +735,32 @@ class FileProvider(KeyProvider):
         created_at: datetime | None = None,
         ref: str | None = None,
     ) -> KeyInfo:
-        validate_name(name)
         with self._write() as db:
-            if self._key_row(db, name) is not None:
-                raise self.already_exists(name)
-            db.execute(
-                "INSERT INTO keys (name, environment, next_version) VALUES (?, ?, 1)",
-                (name, environment),
-            )
-            key = self._key_row(db, name)
-            assert key is not None
-            version = self._insert_version(
-                db, key, value, Stage.CURRENT, created_at or self._clock(), ref=ref
-            )
-            self._retag(db, name, version)
+            self._insert_key(db, name, value, environment, created_at, ref)
             return self._info(*self._load(db, name))
+
+    def _insert_key(
+        self,
+        db: sqlite3.Connection,
+        name: str,
+        value: SecretValue,
+        environment: str | None,
+        created_at: datetime | None,
+        ref: str | None = None,
+    ) -> None:
+        validate_name(name)
+        if self._key_row(db, name) is not None:
+            raise self.already_exists(name)
+        db.execute(
+            "INSERT INTO keys (name, environment, next_version) VALUES (?, ?, 1)",
+            (name, environment),
+        )
+        key = self._key_row(db, name)
+        assert key is not None
+        version = self._insert_version(
+            db, key, value, Stage.CURRENT, created_at or self._clock(), ref=ref
+        )
+        self._retag(db, name, version)
 
     def create_many(
         self,
@@ -774,19 +785,7 @@ class FileProvider(KeyProvider):
     ) -> int:
         with self._write() as db:
             for name, value, created_at, environment in items:
-                validate_name(name)
-                if self._key_row(db, name) is not None:
-                    raise self.already_exists(name)
-                db.execute(
-                    "INSERT INTO keys (name, environment, next_version) VALUES (?, ?, 1)",
-                    (name, environment),
-                )
-                key = self._key_row(db, name)
-                assert key is not None
-                version = self._insert_version(
-                    db, key, value, Stage.CURRENT, created_at or self._clock()
-                )
-                self._retag(db, name, version)
+                self._insert_key(db, name, value, environment, created_at)
         return len(items)
 
     def stage(
