@@ -6,13 +6,21 @@ import base64
 import multiprocessing
 import os
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from keyvault.crypto import Keyring, MasterKey
-from keyvault.errors import BackendUnavailableError, ConfigError, ConflictError, IntegrityError
+from keyvault.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    KeyExistsError,
+)
 from keyvault.masterkey import keyring_from_env, keyring_from_file, write_key_file
+from keyvault.model import InvalidKeyName
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
 from tests.leaks import assert_not_leaked, canary
@@ -208,3 +216,29 @@ def test_two_processes_promoting_one_wins(tmp_path: Path, keyring: Keyring) -> N
     assert sorted(results.get(timeout=5) for _ in range(2)) == ["conflict", "won"]
     assert store.describe("race/key").current.version == staged.pending.version
     assert store.promotions("race/key") == 1
+
+
+def test_create_many_imports_in_batches_and_stops_at_an_existing_name(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    store = FileProvider("local", tmp_path / "s.db", keyring, create=True)
+    old = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
+    values = {f"fleet/k{i:02d}": canary() for i in range(7)}
+    created = store.create_many(
+        ((name, SecretValue(raw), old, "prod") for name, raw in values.items()), batch=3
+    )
+    assert created == 7
+    for name, raw in values.items():
+        keyset = store.get_keyset(name)
+        assert keyset.primary.secret.reveal() == raw and keyset.environment == "prod"
+        assert keyset.primary.created_at == old
+    # an existing name stops the import; the batches before it are kept, its own is not
+    more = [(f"more/k{i}", SecretValue(canary()), None, None) for i in range(4)]
+    more.insert(4, ("fleet/k00", SecretValue(canary()), None, None))
+    with pytest.raises(KeyExistsError):
+        store.create_many(more, batch=3)
+    names = {info.name for info in store.list_keys()}
+    assert {"more/k0", "more/k1", "more/k2"} <= names and "more/k3" not in names
+    with pytest.raises(InvalidKeyName):
+        store.create_many([("a/../b", SecretValue(canary()), None, None)])
+    store.close()
