@@ -1010,22 +1010,11 @@ def _progress_bar(what: str) -> Iterator[Callable[[int, int], None] | None]:
     if not err.is_terminal:
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
+    with render.progress(err, what) as bar:
         task = bar.add_task(what, total=None)
-        lock = threading.Lock()
 
-        def advance(done: int, total: int) -> None:
-            with lock:
-                bar.update(task, total=total, completed=done)
+        def advance(done: int, total: int) -> None:  # the sweep calls it one key at a time
+            bar.update(task, total=total, completed=done)
 
         yield advance
 
@@ -1035,9 +1024,7 @@ def _audit_with_progress(kv: KeyVault, now: datetime, provider: str | None) -> l
     err = render.console(stderr=True)
     if not err.is_terminal:
         return run_audit(kv, now, provider=provider)
-    from rich.progress import Progress
-
-    with Progress(console=err, transient=True) as bar:
+    with render.progress(err, "reading providers", unit="providers") as bar:
         task = bar.add_task("reading providers", total=None)
 
         def advance(name: str, done: int, total: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,6 +15,9 @@ from keyvault.access import AccessEvent
 from keyvault.model import KeyInfo, VersionInfo, VersionRecord
 from rotation.engine import Outcome
 from rotation.plan import Result
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 def iso(value: datetime | None) -> str | None:
@@ -229,3 +232,31 @@ def access_table(events: list[AccessEvent]) -> Table:
             escape(e.actor),
         )
     return table
+
+
+def progress(console: Console, what: str, *, unit: str = "keys") -> Progress:
+    """A transient progress bar with count, rate and time left, for a terminal."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} {unit}/s" if speed else f"- {unit}/s")
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )

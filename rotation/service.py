@@ -37,6 +37,7 @@ from rotation.notify import Notifier
 from rotation.sweep import SweepReport, sweep
 
 log = logging.getLogger("keyvault.service")
+PROGRESS_EVERY = 10.0  # seconds between a long sweep's progress lines
 
 
 class ServiceMetrics:
@@ -122,6 +123,7 @@ class Service:
         rotator: Rotator | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kv = kv
         self.host = host
@@ -140,6 +142,8 @@ class Service:
         self.last_sweep_at: datetime | None = None
         self.sweeps = 0
         self._http: ThreadingHTTPServer | None = None
+        self._monotonic = monotonic
+        self._progress: tuple[float, float] | None = None  # (sweep started, last logged)
 
     # -- the job ---------------------------------------------------------------------------
 
@@ -185,9 +189,20 @@ class Service:
             self.last_sweep_at = self.clock()
 
     def _log_progress(self, done: int, total: int) -> None:
-        """Long sweeps say how far they are, every 100 keys."""
-        if total >= 100 and (done % 100 == 0 or done == total):
-            log.info("sweep progress: %d of %d keys", done, total)
+        """A long sweep says how far it is, every PROGRESS_EVERY seconds (the sweep calls
+        this under its own lock, one finished key at a time)."""
+        now = self._monotonic()
+        if done == 1 or self._progress is None:
+            self._progress = (now, now)
+        started, logged = self._progress
+        if now - logged >= PROGRESS_EVERY and done < total:
+            self._progress = (started, now)
+            log.info(
+                "sweep progress: %d of %d keys, %.1f keys/s",
+                done,
+                total,
+                done / max(now - started, 1e-9),
+            )
 
     # -- lifecycle -------------------------------------------------------------------------
 

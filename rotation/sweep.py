@@ -82,15 +82,21 @@ def sweep(
         and (force or needs_rotation(row.status) or row.status == Status.ROTATING)
     ]
     started = time.perf_counter()
+    finished = 0
+    finished_lock = threading.Lock()
 
     def advance(name: str) -> Outcome | None:
+        nonlocal finished
         if stop is not None and stop.is_set():
             return None
         outcome = rotator.advance(name, force=force, dry_run=dry_run)
         if on_outcome is not None:
             on_outcome(outcome)
         if progress is not None:
-            progress(len(report.outcomes) + 1, len(due))
+            # report.outcomes fills in submission order behind the workers: count here
+            with finished_lock:
+                finished += 1
+                progress(finished, len(due))
         return outcome
 
     # keys in parallel (reads and issuer calls overlap); each backend's writes stay paced by

@@ -246,3 +246,21 @@ def test_console_script_end_to_end(workdir: Path) -> None:
     assert sh("get", "demo/key", "--reveal").stdout == raw + "\n"
     missing = sh("get", "nope")
     assert missing.returncode == 3 and "Traceback" not in missing.stderr
+
+
+def test_the_terminal_progress_bar_shows_count_rate_and_time_left() -> None:
+    import io
+
+    from rich.console import Console
+
+    from rotation import render
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    with render.progress(console, "rotating") as bar:
+        task = bar.add_task("rotating", total=10)
+        for done in range(1, 6):
+            bar.update(task, completed=done)
+        bar.refresh()
+        shown = out.getvalue()
+    assert "rotating" in shown and "5/10" in shown and "keys/s" in shown

@@ -295,3 +295,20 @@ def test_a_due_manual_key_still_retires_its_expired_previous(file_provider: File
     outcome = rotator.advance("hand/key")
     assert outcome.result == Result.NEEDS_STAGING and outcome.steps == (Step.RETIRE,)
     assert file_provider.describe("hand/key").previous is None
+
+
+def test_a_concurrent_sweep_counts_each_finished_key_once(
+    file_provider: FileProvider, issuer: RecordingIssuer
+) -> None:
+    from rotation.sweep import sweep
+
+    clock = now_clock()
+    for index in range(12):
+        file_provider.create(f"due/k{index:02d}", SecretValue(canary()),
+                             created_at=days_ago(clock, 95))  # fmt: skip
+    kv = make_kv(file_provider)
+    seen: list[tuple[int, int]] = []
+    report = sweep(kv, make_rotator(kv, issuer, clock), concurrency=4,
+                   progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert report.count(Result.ROTATED) == 12
+    assert seen == [(done, 12) for done in range(1, 13)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,12 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from keyvault.masterkey import keyring_from_file
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
+from rotation.service import PROGRESS_EVERY, Service
 from tests.conftest import STANDARD_CONFIG, prepare_workdir
 from tests.leaks import assert_not_leaked, canary
+from tests.rotation_helpers import make_kv
 from tests.servers import free_port
 from tests.vendor_api import VendorAPI
 
@@ -245,3 +249,18 @@ def test_webhooks_are_signed_and_retried_after_a_500(tmp_path: Path, vendor: Ven
     assert json.loads(body)["event"] == "rotated"
     assert_not_leaked(body.decode() + str(headers), secret, where="the delivery")
     notifier.close()
+
+
+def test_a_long_sweep_logs_progress_with_its_rate(
+    file_provider: FileProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    service = Service(make_kv(file_provider), monotonic=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="keyvault.service"):
+        for done, at in ((1, 0.0), (2, 4.0), (20, PROGRESS_EVERY), (21, PROGRESS_EVERY + 1)):
+            now[0] = at
+            service._log_progress(done, 100)
+        now[0] = 2 * PROGRESS_EVERY + 5
+        service._log_progress(100, 100)  # the last key: the sweep's own summary says it
+    lines = [r.getMessage() for r in caplog.records if "sweep progress" in r.getMessage()]
+    assert lines == ["sweep progress: 20 of 100 keys, 2.0 keys/s"]
