@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hvac
 
-from keyvault.config import parse_config
 from keyvault.crypto import Keyring, MasterKey
 from keyvault.model import utcnow
 from keyvault.providers.base import KeyProvider
@@ -27,6 +26,7 @@ from keyvault.providers.vault import VaultProvider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
 from rotation.audit import audit
+from rotation.config import parse_config
 from rotation.tokens import generate_token
 from tests.servers import BaoServer
 

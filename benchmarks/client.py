@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import anthropic
 import httpx
 
-from keyvault.config import parse_config
 from keyvault.crypto import Keyring, MasterKey
 from keyvault.providers.file import FileProvider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
+from rotation.config import parse_config
 from rotation.tokens import generate_token
 from tests.vendor_api import VendorAPI
 

@@ -18,10 +18,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from keyvault.config import load_config
 from keyvault.providers import build_provider
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
+from rotation.config import load_config
 
 KEYVAULT = str(Path(sys.executable).with_name("keyvault"))
 COMMANDS = [

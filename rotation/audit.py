@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from keyvault.config import PolicyConfig
 from keyvault.errors import IntegrityError, KeyNotFoundError, KeyvaultError
 from keyvault.model import BrokenKey, KeyInfo, ServerKeyInfo, ServerKeyKind
 from keyvault.providers.base import ServerRotatedKeys
 from keyvault.registry import KeyVault
+from rotation.config import PolicyConfig, rotation_config
 from rotation.status import SEVERITY, Status, age, key_status, retire_at, server_key_status
 
 
@@ -55,7 +55,7 @@ class AuditRow:
 
 
 def credential_row(kv: KeyVault, info: KeyInfo, now: datetime) -> AuditRow:
-    policy = kv.config.policy_for(info.name)
+    policy = rotation_config(kv).policy_for(info.name)
     notes = []
     if info.current.created_at is None:
         notes.append("creation time unknown: age cannot be judged")
@@ -99,7 +99,8 @@ def broken_row(broken: BrokenKey) -> AuditRow:
 
 def server_key_policy(kv: KeyVault, name: str) -> PolicyConfig:
     """A server-rotated key's policy: its ``[keys."<id>"]`` entry's, else the default."""
-    return kv.config.policy_for(name) if name in kv.config.keys else kv.config.policies["default"]
+    config = rotation_config(kv)
+    return config.policy_for(name) if name in config.keys else config.policies["default"]
 
 
 def server_row(kv: KeyVault, info: ServerKeyInfo, now: datetime) -> AuditRow:

@@ -16,20 +16,14 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import click
 
 from keyvault.access import AccessLog, reading
-from keyvault.config import (
-    Config,
-    FileProviderConfig,
-    check_interval,
-    find_config,
-    load_config,
-)
+from keyvault.config import FileProviderConfig, find_config
 from keyvault.crypto import MasterKey
 from keyvault.durations import parse_duration
 from keyvault.errors import (
@@ -57,6 +51,7 @@ from keyvault.secret import SecretValue
 from rotation import render, report
 from rotation.audit import AuditRow
 from rotation.audit import audit as run_audit
+from rotation.config import RotationConfig, check_interval, load_config, rotation_config
 from rotation.engine import Outcome, Result, Rotator
 from rotation.rekey import rekey as rekey_store
 from rotation.status import SEVERITY, Status
@@ -223,7 +218,7 @@ def init(state: State, directory: Path) -> None:
     click.echo("next: `keyvault put NAME` (value on stdin) or `keyvault put NAME --generate`")
 
 
-def _init_stores(config: Config) -> None:
+def _init_stores(config: RotationConfig) -> None:
     created = []
     for name, settings in config.providers.items():
         if isinstance(settings, FileProviderConfig):
@@ -474,7 +469,7 @@ def rotate(
                     force=force,
                     dry_run=dry_run,
                     stop=stop,
-                    concurrency=kv.config.service.sweep_concurrency,
+                    concurrency=rotation_config(kv).service.sweep_concurrency,
                     progress=progress,
                 )
             outcomes = swept.outcomes
@@ -695,8 +690,8 @@ def serve(state: State, port: int | None, host: str | None, interval: str | None
     if port is not None and not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: a port is 0..65535 (0 picks a free one)")
     kv = state.kv
-    settings = kv.config.service
-    every = settings.interval
+    settings = rotation_config(kv).service
+    every: timedelta = settings.interval
     if interval is not None:
         try:
             every = check_interval(parse_duration(interval))

@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 import httpx
 
 from keyvault.access import reading
-from keyvault.config import GRACE_MARGIN, PolicyConfig
 from keyvault.errors import (
     ConfigError,
     ConflictError,
@@ -40,6 +39,7 @@ from keyvault.model import KeyInfo, check_ref, check_value, utcnow
 from keyvault.providers.base import KeyProvider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
+from rotation.config import GRACE_MARGIN, PolicyConfig, rotation_config
 from rotation.errors import IssuerError, NeedsStaging, VerificationFailed
 from rotation.issuers import Issued, IssuerCache, create_key, idempotency_key
 from rotation.issuers.requests import header_value, send
@@ -97,7 +97,9 @@ class Rotator:
         self._probe_client = probe_client
         #: the backend's clock (its own time, where it shows one); a parameter for tests
         self.backend_clock = backend_clock or (lambda provider: provider.backend_time_or_none())
-        self.claim_lease = kv.config.service.claim_lease if claim_lease is None else claim_lease
+        self.claim_lease = (
+            rotation_config(kv).service.claim_lease if claim_lease is None else claim_lease
+        )
         #: who this runner is in the claims it records (host, pid and a random part)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         #: provider -> seconds this machine's clock is ahead of the backend's (last seen)
@@ -117,7 +119,7 @@ class Rotator:
             return Outcome(
                 name, Result.READ_ONLY, detail=f"provider {provider.name!r} is read-only"
             )
-        policy = self.kv.config.policy_for(name)
+        policy = rotation_config(self.kv).policy_for(name)
         done: list[Step] = []
         step = Step.CREATE
         try:
@@ -294,13 +296,13 @@ class Rotator:
 
     def _check(self, name: str, value: SecretValue) -> None:
         """Does ``value`` work? The key's probe, or its issuer's own check."""
-        if self.kv.config.key(name).probe is not None:
+        if rotation_config(self.kv).key(name).probe is not None:
             self._probe(name, value)
         else:
             self.issuers.for_key(name).verify(name, value)
 
     def _probe(self, name: str, value: SecretValue) -> None:
-        probe = self.kv.config.key(name).probe
+        probe = rotation_config(self.kv).key(name).probe
         assert probe is not None
         client = self._probe_client or httpx.Client(timeout=10.0)
         try:
@@ -375,7 +377,7 @@ class Rotator:
             rolled.current.fingerprint,
             info.current.version,
             info.current.fingerprint,
-            retire_at(rolled, self.kv.config.policy_for(name)),
+            retire_at(rolled, rotation_config(self.kv).policy_for(name)),
         )
         return rolled
 

@@ -11,8 +11,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from keyvault.config import PolicyConfig
 from keyvault.model import KeyInfo
+from rotation.config import PolicyConfig
 from rotation.status import key_status, needs_rotation, retire_at
 
 

@@ -32,6 +32,7 @@ from keyvault.errors import ConfigError
 from keyvault.model import utcnow
 from keyvault.registry import KeyVault
 from rotation import logs
+from rotation.config import rotation_config
 from rotation.engine import Result, Rotator
 from rotation.notify import Notifier
 from rotation.sweep import SweepReport, sweep
@@ -154,7 +155,7 @@ class Service:
                 self.kv,
                 self.rotator,
                 stop=self.stop_event,
-                concurrency=self.kv.config.service.sweep_concurrency,
+                concurrency=rotation_config(self.kv).service.sweep_concurrency,
                 progress=self._log_progress,
                 on_outcome=lambda o: self.notifier.outcome(o, self.kv.config.provider_for(o.key)),
             )
@@ -254,7 +255,7 @@ class Service:
 
 
 def _notifier(kv: KeyVault, clock: Callable[[], datetime]) -> Notifier:
-    settings = kv.config.notify
+    settings = rotation_config(kv).notify
     signing = settings.signing_key
     return Notifier(
         settings.webhook,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timedelta
 
-from keyvault.config import PolicyConfig
 from keyvault.model import KeyInfo, ServerKeyInfo
+from rotation.config import PolicyConfig
 
 
 class Status(enum.StrEnum):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from keyvault.config import parse_config
 from keyvault.errors import BackendUnavailableError
 from keyvault.providers.base import KeyProvider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
+from rotation.config import parse_config
 from rotation.engine import Rotator
 from rotation.errors import IssuerError, VerificationFailed
 from rotation.issuers import Issued, IssuerCache

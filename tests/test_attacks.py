@@ -23,7 +23,6 @@ import hvac
 import pytest
 from click.testing import CliRunner, Result
 
-from keyvault.config import load_config, parse_config
 from keyvault.crypto import Keyring, MasterKey
 from keyvault.errors import (
     EnvironmentMismatch,
@@ -38,6 +37,7 @@ from keyvault.providers.file import FileProvider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
 from rotation.cli import cli
+from rotation.config import load_config, parse_config
 from rotation.engine import Result as Outcome
 from rotation.issuers import Issued
 from rotation.service import Service

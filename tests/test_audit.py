@@ -79,8 +79,8 @@ def test_every_status_from_real_stores(
 def test_read_only_and_error_rows(
     file_provider: FileProvider, monkeypatch: pytest.MonkeyPatch, now: datetime
 ) -> None:
-    from keyvault.config import parse_config
     from keyvault.registry import KeyVault
+    from rotation.config import parse_config
 
     monkeypatch.setenv("CI_TOKEN", canary())
     monkeypatch.setenv("CI_TOKEN_CREATED_AT", (now - timedelta(days=20)).isoformat())

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from keyvault.config import load_config
 from keyvault.crypto import Keyring, MasterKey
 from keyvault.errors import IntegrityError
 from keyvault.masterkey import keyring_from_file
 from keyvault.providers.file import FileProvider
 from keyvault.secret import SecretValue
 from rotation.cli import cli
+from rotation.config import load_config
 from tests.conftest import STANDARD_CONFIG
 from tests.leaks import assert_not_leaked, canary
 from tests.vendor_api import VendorAPI

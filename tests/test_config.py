@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from keyvault.config import find_config, load_config
+from keyvault.config import find_config
 from keyvault.durations import format_duration, parse_duration
 from keyvault.errors import ConfigError
+from rotation.config import load_config
 
 GOOD = """
 default_provider = "local"
@@ -119,6 +120,69 @@ def test_errors_name_file_table_and_field(tmp_path: Path, text: str, expected: s
     with pytest.raises(ConfigError, match=expected) as excinfo:
         load_config(path)
     assert str(path) in str(excinfo.value)
+
+
+def test_every_broken_table_is_reported_in_one_load(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[providers.a]\ntype = "file"\npth = "x"\n'
+        '[providers.b]\ntype = "vault"\n'
+        '[policies.fast]\ngrace = "soon"\n'
+        "[service]\nport = 0\n",
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    lines = str(excinfo.value).splitlines()
+    assert [line.removeprefix(f"{path}: ") for line in lines] == [
+        "[providers.a] pth: unknown field (check the spelling)",
+        "[providers.b] url: required field is missing",
+        "[policies.fast] grace: invalid duration 'soon': write a number and a unit (w, d, h, m, "
+        "s), e.g. '90d', '12h', '30m' or '1d12h'",
+        "service.port: expected `int` >= 1",
+    ]  # and no "no providers are configured" echo of the broken provider tables
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[service]\ninterval = "5s"\n', r"^\S+: service.interval: a sweep interval of 5s"),
+        ("[policies.x.window]\nhours = 25\n", r"\[policies.x\] window.hours: invalid '25'"),
+        ('[issuers.v]\ntype = "http"\n', r"\[issuers.v\] create: required field is missing"),
+        ('[issuers.v]\nurl = "x"\n', r"\[issuers.v\]: type is missing"),
+        ('[keys."a/b".probe]\nurl = "u"\nexpect = ["ok"]\n', r"probe.expect.0: expected `int`"),
+        ('[proxy.p]\nkey = "a/b"\nupstream = "ftp://x"\n', r"\[proxy.p\]: upstream 'ftp://x'"),
+        ('[proxy.p]\nkey = "../b"\nupstream = "http://x"\n', r"\[proxy.p\] key: invalid key"),
+        ('[providers.local.transit]\nmont = "t"\n', r"\[providers.local\] transit.mont: unknown"),
+        ('source = "/etc/passwd"\n', "source: unknown field"),
+        ("providers = 3\n", "providers: expected a table"),
+    ],
+)
+def test_service_and_nested_errors_name_their_field(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    base = '[providers.local]\ntype = "file"\n' if "providers" not in text[:12] else ""
+    if text.startswith("[providers.local."):
+        base = '[providers.local]\ntype = "vault"\nurl = "http://x"\n'
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, base + text))
+
+
+def test_the_library_checks_its_tables_and_leaves_the_service_its_own(tmp_path: Path) -> None:
+    """`keyvault.load()` in an app reads the same file the service does: the service's tables
+    are the service's to check (every `keyvault` command does), the library's are checked."""
+    from keyvault.config import load_config as load_library_config
+    from keyvault.registry import KeyVault
+    from rotation.config import rotation_config
+
+    text = GOOD + '[issuers.vendor]\ntype = "plugin-only-the-service-has"\n[service]\nport = 1\n'
+    library = load_library_config(write(tmp_path, text))
+    assert library.provider_for("anthropic/prod") == "local"
+    with pytest.raises(TypeError, match=r"rotation\.config\.load_config"):
+        rotation_config(KeyVault(library))
+    with pytest.raises(ConfigError, match=r"\[providers.local\] pth: unknown field"):
+        load_library_config(write(tmp_path, '[providers.local]\ntype = "file"\npth = "x"\n'))
+    with pytest.raises(ConfigError, match="colour: unknown field"):
+        load_library_config(write(tmp_path, GOOD + 'colour = "blue"\n'))
 
 
 def test_find_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

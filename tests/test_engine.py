@@ -227,8 +227,8 @@ def test_forced_rotation_retires_a_previous_still_in_grace(
 def test_read_only_provider_is_reported(
     issuer: RecordingIssuer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from keyvault.config import parse_config
     from keyvault.registry import KeyVault
+    from rotation.config import parse_config
 
     monkeypatch.setenv("CI_TOKEN", canary())
     kv = KeyVault(parse_config({"providers": {"ci": {"type": "env", "keys": ["ci/token"]}}}))

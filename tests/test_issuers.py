@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from keyvault.config import parse_config
 from keyvault.crypto import Keyring, MasterKey
 from keyvault.errors import ConfigError
 from keyvault.providers.file import FileProvider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue, fingerprint
+from rotation.config import parse_config
 from rotation.engine import Result, Rotator, Step
 from rotation.issuers import build_issuer
 from rotation.issuers.anthropic import matches_hint

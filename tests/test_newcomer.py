@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from keyvault.config import parse_config
 from keyvault.errors import ConfigError
 from rotation.cli import cli
+from rotation.config import parse_config
 from tests.conftest import STANDARD_CONFIG
 from tests.leaks import canary
 
@@ -101,7 +101,7 @@ def test_missing_extras_name_the_distribution(
 import sys
 sys.modules["boto3"] = None
 sys.modules["anthropic"] = None
-from keyvault.config import parse_config
+from rotation.config import parse_config
 from keyvault.errors import ConfigError
 from keyvault.providers import build_provider
 from keyvault.registry import KeyVault

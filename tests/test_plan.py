@@ -6,12 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from keyvault.config import PolicyConfig
 from keyvault.model import KeyInfo, VersionInfo
+from keyvault.schema import Duration
+from rotation.config import PolicyConfig
 from rotation.plan import Result, Step, plan
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-POLICY = PolicyConfig(max_age="90d", warn_age="80d", grace="7d")
+POLICY = PolicyConfig(
+    max_age=Duration.of(days=90), warn_age=Duration.of(days=80), grace=Duration.of(days=7)
+)
 
 
 def key(

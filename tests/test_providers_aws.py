@@ -17,7 +17,6 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from click.testing import CliRunner
 
-from keyvault.config import parse_config
 from keyvault.errors import (
     AuthError,
     BackendUnavailableError,
@@ -32,6 +31,7 @@ from keyvault.providers import build_provider
 from keyvault.providers.aws import AwsProvider, kms_key_info
 from keyvault.secret import SecretValue
 from rotation.cli import cli
+from rotation.config import parse_config
 from rotation.engine import Result
 from tests.fixtures_aws import REGION, aws_clients
 from tests.leaks import assert_not_leaked, canary

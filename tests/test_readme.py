@@ -38,8 +38,8 @@ def test_python_snippets_run_as_written(
         tmp_path,
         '[providers.local]\ntype = "file"\npath = "store.db"\nmaster_key_file = "master.key"\n',
     )
-    from keyvault.config import load_config
     from keyvault.providers import build_provider
+    from rotation.config import load_config
 
     store = build_provider(load_config(tmp_path / "keyvault.toml"), "local")
     raw = canary()

@@ -321,8 +321,8 @@ def test_losing_runners_mint_no_keys(provider: KeyProvider, key_name: Callable[[
 def test_http_issuer_sends_the_idempotency_key_and_the_vendor_honours_it(
     file_provider: FileProvider,
 ) -> None:
-    from keyvault.config import parse_config
     from keyvault.registry import KeyVault
+    from rotation.config import parse_config
     from rotation.issuers.http import HttpIssuer
     from tests.vendor_api import VendorAPI
 
@@ -346,7 +346,7 @@ def test_http_issuer_sends_the_idempotency_key_and_the_vendor_honours_it(
             }
         )
         kv = KeyVault(config, providers={"local": file_provider})
-        builtin = config.issuers["vendor"].builtin()
+        builtin = config.issuers["vendor"].builtin
         assert builtin is not None
         issuer = HttpIssuer(builtin, kv)  # type: ignore[arg-type]
         first = issuer.create("svc/a", idempotency_key="k-1")

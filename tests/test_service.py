@@ -156,8 +156,8 @@ admin_key = "vendor/admin"
 
 
 def test_healthz_unhealthy_after_a_crashed_sweep(tmp_path: Path) -> None:
-    from keyvault.config import load_config
     from keyvault.registry import KeyVault
+    from rotation.config import load_config
     from rotation.service import Service
 
     setup_store(tmp_path)

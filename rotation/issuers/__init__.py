@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from keyvault.config import (
+from keyvault.errors import ConfigError
+from keyvault.secret import SecretValue
+from rotation.config import (
     AnthropicIssuerConfig,
     GeneratedIssuerConfig,
     HttpIssuerConfig,
     IssuerConfig,
+    rotation_config,
 )
-from keyvault.errors import ConfigError
-from keyvault.secret import SecretValue
 
 if TYPE_CHECKING:
     from keyvault.registry import KeyVault
@@ -70,8 +71,8 @@ def create_key(issuer: Issuer, key_name: str, key: str) -> Issued:
 
 
 def build_issuer(kv: KeyVault, name: str) -> Issuer:
-    config: IssuerConfig = kv.config.issuer_config(name)
-    builtin = config.builtin()
+    config: IssuerConfig = rotation_config(kv).issuer_config(name)
+    builtin = config.builtin
     if isinstance(builtin, GeneratedIssuerConfig):
         from rotation.issuers.generated import GeneratedIssuer
 
@@ -100,7 +101,7 @@ def _plugin(kv: KeyVault, name: str, config: IssuerConfig) -> Issuer:
             "entry point"
         )
     factory: Any = found[0].load()
-    issuer = factory(config.options(), kv)
+    issuer = factory(config.options, kv)
     if not isinstance(issuer, Issuer):
         raise ConfigError(f"[issuers.{name}] entry point {config.type!r} did not return an issuer")
     return issuer
@@ -114,7 +115,7 @@ class IssuerCache:
         self._issuers: dict[str, Issuer] = {}
 
     def for_key(self, key_name: str) -> Issuer:
-        name = self.kv.config.key(key_name).issuer
+        name = rotation_config(self.kv).key(key_name).issuer
         if name not in self._issuers:
             self._issuers[name] = build_issuer(self.kv, name)
         return self._issuers[name]

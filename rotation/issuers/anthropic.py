@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from keyvault.config import AnthropicIssuerConfig
 from keyvault.secret import SecretValue
+from rotation.config import AnthropicIssuerConfig
 from rotation.errors import IssuerError, NeedsStaging, VerificationFailed
 from rotation.issuers import Issued
 

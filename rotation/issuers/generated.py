@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from keyvault.config import GeneratedIssuerConfig
 from keyvault.secret import SecretValue
+from rotation.config import GeneratedIssuerConfig
 from rotation.issuers import Issued
 from rotation.tokens import URLSAFE_ALPHABET, generate_token
 
@@ -12,7 +12,7 @@ class GeneratedIssuer:
     can_create = True
 
     def __init__(self, config: GeneratedIssuerConfig | None = None) -> None:
-        self.config = config or GeneratedIssuerConfig(type="generated")
+        self.config = config or GeneratedIssuerConfig()
 
     def create(self, key_name: str) -> Issued:
         token = generate_token(

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from keyvault.config import HttpIssuerConfig
 from keyvault.secret import SecretValue
+from rotation.config import HttpIssuerConfig
 from rotation.errors import IssuerError, VerificationFailed
 from rotation.issuers import Issued
 from rotation.issuers.requests import header_value, json_path, send

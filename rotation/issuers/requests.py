@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import httpx
 
-from keyvault.config import RequestConfig
 from keyvault.secret import SecretValue
+from rotation.config import RequestConfig
 from rotation.errors import IssuerError
 
 

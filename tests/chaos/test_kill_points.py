@@ -24,12 +24,12 @@ from pathlib import Path
 import hvac
 import pytest
 
-from keyvault.config import load_config
 from keyvault.crypto import MasterKey
 from keyvault.masterkey import write_key_file
 from keyvault.providers import build_provider
 from keyvault.providers.base import KeyProvider
 from keyvault.secret import SecretValue, fingerprint
+from rotation.config import load_config
 from tests.leaks import canary
 from tests.servers import BaoServer
 from tests.vendor_api import VendorAPI
