@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
             ["one key at a time", "keys at once", "ratio", "throttled calls       : 0"],
         ),
         ("fleet.py", ["--keys", "300"], ["audit json", "goal"]),
+        ("cold_start.py", ["--runs", "1"], ["first kv.client", "vs import httpx", "goal"]),
     ],
 )
 def test_benchmark_runs(script: str, args: list[str], expected: list[str]) -> None:

@@ -9,7 +9,6 @@ async clients and the ``httpx2`` clients the Anthropic SDK runs on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncGenerator, Callable, Generator
@@ -162,6 +161,8 @@ class KeySource:
             keyset = self.cache.peek()  # the hit path never leaves the event loop
             if keyset is not None:
                 return keyset
+        import asyncio  # not at import: a sync app never pays for it
+
         return await asyncio.to_thread(self.sync, need)
 
 
