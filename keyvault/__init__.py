@@ -14,6 +14,8 @@ from keyvault.errors import (
     KeyExistsError,
     KeyNotFoundError,
     KeyvaultError,
+    QueueFullError,
+    QueueTimeoutError,
     ReadOnlyError,
 )
 from keyvault.model import KeyInfo, KeySet, KeyVersion, ServerKeyInfo, Stage, VersionInfo
@@ -40,6 +42,8 @@ __all__ = [
     "KeyVault",
     "KeyVersion",
     "KeyvaultError",
+    "QueueFullError",
+    "QueueTimeoutError",
     "ReadOnlyError",
     "SecretValue",
     "ServerKeyInfo",

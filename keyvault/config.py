@@ -17,6 +17,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
@@ -142,11 +143,50 @@ class KeyConfig(Strict, frozen=True):
     probe: dict[str, Any] | None = None
 
 
+RETRY_METHODS = ("idempotent", "all")
+
+
+class RetryConfig(Strict, frozen=True):
+    """``[client] retry``: attempts in all (the first included), backoff before the first
+    retry (doubled each time, full jitter), which statuses are retried, and for which
+    methods: ``idempotent`` (GET, PUT, DELETE...; and any method after a 429/503, which say
+    the request was not processed) or ``all`` (POST too: right for the Claude API, wrong
+    for a payments API)."""
+
+    attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    backoff: Duration = Duration.of(seconds=1)
+    statuses: list[Annotated[int, Meta(ge=400, le=599)]] = field(
+        default_factory=lambda: [429, 502, 503, 504, 529]
+    )
+    methods: str = "idempotent"
+
+    def __post_init__(self) -> None:
+        if self.methods not in RETRY_METHODS:
+            raise ValueError(
+                f"methods: {self.methods!r} is not one of {', '.join(map(repr, RETRY_METHODS))}"
+            )
+
+
 class ClientConfig(Strict, frozen=True):
-    """Defaults for the thin client's key cache; also bound the shortest safe grace."""
+    """The thin client's defaults: the key cache (whose TTL also bounds the shortest safe
+    grace), timeouts, retries and the per-key limit on requests in flight."""
 
     cache_ttl: Duration = Duration.of(minutes=5)
     max_stale: Duration = Duration.of(hours=1)
+    connect_timeout: Duration = Duration.of(seconds=5)
+    #: read timeout of kv.client; kv.anthropic keeps the SDK's own (10 min, sized for long
+    #: generations) unless this is set
+    timeout: Duration | None = None
+    max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 5
+    max_queue: Annotated[int, Meta(ge=0, le=100_000)] = 100
+    queue_timeout: Duration = Duration.of(seconds=60)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "timeout", "queue_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= timedelta(0):
+                raise ValueError(f"{name}: must be longer than zero")
 
 
 class ProxyConfig(Strict, frozen=True):

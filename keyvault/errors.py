@@ -12,7 +12,9 @@
     ├── AuthError                 exit 4  wrong token, permission denied
     │   └── EnvironmentMismatch         a prod key in a dev process, or the reverse
     ├── BackendUnavailableError   exit 5  unreachable, sealed, throttled past retries
-    │   └── CircuitOpenError              the client's breaker refuses calls to an upstream
+    │   ├── CircuitOpenError              the client's breaker refuses calls to an upstream
+    │   └── QueueFullError                a key's queue of waiting requests is full
+    │       └── QueueTimeoutError         a request waited longer than queue_timeout
     ├── IntegrityError            exit 6  tampered ciphertext, wrong master key
     └── ConflictError             exit 7  compare-and-set lost: someone else wrote first
 
@@ -74,6 +76,15 @@ class BackendUnavailableError(KeyvaultError):
 class CircuitOpenError(BackendUnavailableError):
     """The client's circuit breaker is open: the upstream failed repeatedly; calls are
     refused without being sent until the cooldown has passed."""
+
+
+class QueueFullError(BackendUnavailableError):
+    """Every slot of the key's ``max_in_flight`` is taken and ``max_queue`` callers already
+    wait: refused at once, so an overloaded app sheds load instead of piling it up."""
+
+
+class QueueTimeoutError(QueueFullError):
+    """The request waited ``queue_timeout`` for a slot of its key and was not sent."""
 
 
 class IntegrityError(KeyvaultError):

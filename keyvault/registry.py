@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from keyvault.client import CacheSettings, ClientSettings
     from keyvault.client.cache import KeyCache
     from keyvault.client.http import AsyncKeyvaultClient, KeyvaultClient
+    from keyvault.client.limiter import KeyLimiter, LimitSettings
+
+
+#: kv.client's read timeout when [client] timeout is not set
+DEFAULT_READ_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,7 @@ class KeyVault:
         self._providers: dict[str, KeyProvider] = dict(providers or {})
         self._caches: dict[tuple[str, str], KeyCache] = {}
         self._caches_by_name: dict[str, KeyCache] = {}
+        self._limiters: dict[str, KeyLimiter] = {}
         self._lock = threading.RLock()
         self._chained_file: ChainedFile | None = None
 
@@ -222,6 +228,63 @@ class KeyVault:
         cache = self._caches_by_name.get(name)  # hot path: no validation or routing
         return (cache or self.cache(name)).get()
 
+    def limit_settings(self) -> LimitSettings:
+        """The config's ``[client]`` limits on a key's requests."""
+        from keyvault.client.limiter import LimitSettings
+
+        client = self.config.client
+        return LimitSettings(
+            max_in_flight=client.max_in_flight,
+            max_queue=client.max_queue,
+            queue_timeout=client.queue_timeout.total_seconds(),
+        )
+
+    def limiter(self, name: str, settings: LimitSettings | None = None) -> KeyLimiter:
+        """The one limiter of key ``name`` in this process: every client of the key (sync,
+        async, the Anthropic SDK's) takes its slots here. Asking again with different
+        settings is an error: one key has one limit."""
+        from keyvault.client.limiter import KeyLimiter
+        from keyvault.client.metrics import ClientMetrics
+
+        with self._lock:
+            limiter = self._limiters.get(name)
+            if limiter is None:
+                limiter = KeyLimiter(
+                    name,
+                    settings or self.limit_settings(),
+                    on_depth=ClientMetrics(name).queue_depth,
+                )
+                self._limiters[name] = limiter
+            elif settings is not None and settings != limiter.settings:
+                raise ConfigError(
+                    f"key {name!r} already has clients limited by {limiter.settings}; one "
+                    f"key has one limit per process, so {settings} cannot apply to another"
+                )
+        return limiter
+
+    def client_settings(self, header: str = "Authorization") -> ClientSettings:
+        """The config's ``[client]`` retry policy, for a client sending in ``header``."""
+        from keyvault.client import ClientSettings, RetryPolicy
+
+        retry = self.config.client.retry
+        return ClientSettings(
+            header=header,
+            retry=RetryPolicy(
+                max_attempts=retry.attempts,
+                backoff=retry.backoff.total_seconds(),
+                statuses=frozenset(retry.statuses),
+                all_methods=retry.methods == "all",
+            ),
+        )
+
+    def _timeout(self, read_default: float | None) -> Any:
+        """``[client]`` timeouts as an httpx timeout; ``read_default`` where unset."""
+        import httpx
+
+        client = self.config.client
+        read = client.timeout.total_seconds() if client.timeout is not None else read_default
+        return httpx.Timeout(read, connect=client.connect_timeout.total_seconds())
+
     def client(
         self,
         name: str,
@@ -229,16 +292,14 @@ class KeyVault:
         header: str = "Authorization",
         settings: ClientSettings | None = None,
         cache: CacheSettings | None = None,
+        limits: LimitSettings | None = None,
         **httpx_options: Any,
     ) -> KeyvaultClient:
         """A ready ``httpx.Client`` that always sends key ``name``'s current primary in
         ``header`` (``Authorization: Bearer`` by default). Every other httpx option passes
         through (``base_url``, ``proxy``, ``verify``, ``limits``, ``event_hooks``,
         ``transport``...)."""
-        from keyvault.client import ClientSettings, build_client
-
-        chosen = settings or ClientSettings(header=header)
-        client = build_client(self.cache(name, cache), name, settings=chosen, **httpx_options)
+        client = self._build(name, header, settings, cache, limits, False, httpx_options)
         return cast("KeyvaultClient", client)
 
     def async_client(
@@ -248,16 +309,35 @@ class KeyVault:
         header: str = "Authorization",
         settings: ClientSettings | None = None,
         cache: CacheSettings | None = None,
+        limits: LimitSettings | None = None,
         **httpx_options: Any,
     ) -> AsyncKeyvaultClient:
-        """The ``httpx.AsyncClient`` twin of :meth:`client`."""
-        from keyvault.client import ClientSettings, build_client
-
-        chosen = settings or ClientSettings(header=header)
-        client = build_client(
-            self.cache(name, cache), name, settings=chosen, asynchronous=True, **httpx_options
-        )
+        """The ``httpx.AsyncClient`` twin of :meth:`client`; it shares the key's limiter
+        with every sync client, and works from any event loop."""
+        client = self._build(name, header, settings, cache, limits, True, httpx_options)
         return cast("AsyncKeyvaultClient", client)
+
+    def _build(
+        self,
+        name: str,
+        header: str,
+        settings: ClientSettings | None,
+        cache: CacheSettings | None,
+        limits: LimitSettings | None,
+        asynchronous: bool,
+        httpx_options: dict[str, Any],
+    ) -> Any:
+        from keyvault.client import build_client
+
+        httpx_options.setdefault("timeout", self._timeout(DEFAULT_READ_TIMEOUT))
+        return build_client(
+            self.cache(name, cache),
+            self.limiter(name, limits),
+            name,
+            settings=settings or self.client_settings(header),
+            asynchronous=asynchronous,
+            **httpx_options,
+        )
 
     def anthropic(self, name: str, **options: Any) -> Any:
         """An ``anthropic.Anthropic`` whose every request carries key ``name``'s current
@@ -268,7 +348,9 @@ class KeyVault:
             if exc.name not in ("anthropic", "httpx2"):
                 raise
             raise missing_extra("kv.anthropic()", "anthropic") from None
-        return build_anthropic(self.cache(name), name, **options)
+        if self.config.client.timeout is not None:  # else the SDK's own, sized for long answers
+            options.setdefault("timeout", self.config.client.timeout.total_seconds())
+        return build_anthropic(self.cache(name), self.limiter(name), name, **options)
 
     def close(self) -> None:
         for provider in self._providers.values():

@@ -12,7 +12,7 @@ from keyvault.providers.base import KeyProvider
 from keyvault.providers.file import FileProvider
 from tests.vendor_api import VendorAPI
 
-pytest_plugins = ["tests.fixtures_vault", "tests.fixtures_aws"]
+pytest_plugins = ["tests.fixtures_vault", "tests.fixtures_aws", "tests.fixtures_client"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

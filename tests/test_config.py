@@ -155,6 +155,17 @@ def test_every_broken_table_is_reported_in_one_load(tmp_path: Path) -> None:
         ('[providers.local.transit]\nmont = "t"\n', r"\[providers.local\] transit.mont: unknown"),
         ('source = "/etc/passwd"\n', "source: unknown field"),
         ("providers = 3\n", "providers: expected a table"),
+        ("[client]\nmax_in_flight = 0\n", r"client.max_in_flight: expected `int` >= 1"),
+        ("[client]\nmax_queue = -1\n", r"client.max_queue: expected `int` >= 0"),
+        ('[client]\nqueue_timeout = "0s"\n', r"client.queue_timeout: must be longer than zero"),
+        ('[client]\ntimeout = "soon"\n', r"client.timeout: invalid duration 'soon'"),
+        ("[client.retry]\nattempts = 0\n", r"client.retry.attempts: expected `int` >= 1"),
+        (
+            '[client.retry]\nmethods = "post"\n',
+            r"client.retry.methods: 'post' is not one of 'idempotent'",
+        ),
+        ("[client.retry]\nstatuses = [200]\n", r"client.retry.statuses.0: expected `int` >= 400"),
+        ("[client.retry]\nbackof = 1\n", r"client.retry.backof: unknown field"),
     ],
 )
 def test_service_and_nested_errors_name_their_field(

@@ -8,12 +8,8 @@ from typing import Any
 
 from keyvault.client.auth import HeaderStyle, KeyAuth, KeySource
 from keyvault.client.cache import DEFAULT_MAX_STALE, DEFAULT_TTL, KeyCache
-from keyvault.client.http import (
-    DEFAULT_MAX_IN_FLIGHT,
-    AsyncKeyvaultClient,
-    KeyvaultClient,
-    Resilience,
-)
+from keyvault.client.http import AsyncKeyvaultClient, KeyvaultClient, Resilience
+from keyvault.client.limiter import KeyLimiter, LimitSettings
 from keyvault.client.metrics import ClientMetrics
 from keyvault.client.resilience import CircuitBreaker, RetryPolicy
 from keyvault.errors import EnvironmentMismatch
@@ -27,7 +23,9 @@ __all__ = [
     "HeaderStyle",
     "KeyAuth",
     "KeyCache",
+    "KeyLimiter",
     "KeyvaultClient",
+    "LimitSettings",
     "RetryPolicy",
     "check_environment",
     "process_environment",
@@ -45,11 +43,11 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """What a client does around each request; every field has a production default."""
+    """What a client does around each request; every field has a production default.
+    The limit on requests in flight is the key's (:class:`LimitSettings`), not a client's."""
 
     header: str = "Authorization"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     breaker_threshold: int = 5
     breaker_cooldown: float = 30.0
 
@@ -86,7 +84,9 @@ def check_environment(
         )
 
 
-def resilience_for(name: str, settings: ClientSettings, **options: Any) -> Resilience:
+def resilience_for(
+    name: str, settings: ClientSettings, limiter: KeyLimiter, **options: Any
+) -> Resilience:
     metrics = ClientMetrics(name)
     breaker = CircuitBreaker(
         name,
@@ -94,22 +94,24 @@ def resilience_for(name: str, settings: ClientSettings, **options: Any) -> Resil
         cooldown=settings.breaker_cooldown,
         on_change=metrics.breaker,
     )
-    return Resilience(settings.retry, breaker, metrics, settings.max_in_flight, **options)
+    return Resilience(settings.retry, breaker, metrics, limiter, **options)
 
 
 def build_client(
     cache: KeyCache,
+    limiter: KeyLimiter,
     name: str,
     *,
     settings: ClientSettings,
     asynchronous: bool = False,
     **httpx_options: Any,
 ) -> KeyvaultClient | AsyncKeyvaultClient:
-    """A client on ``cache`` (the key's process-wide cache, which applies the guard)."""
+    """A client on the key's process-wide ``cache`` (which applies the guard) and
+    ``limiter`` (shared by every client of the key)."""
     keys = KeySource(cache, on_refresh=refresh_logger(name))
     keys.cache.get()  # fail now (not found, wrong environment) rather than on first request
     auth = KeyAuth(keys, HeaderStyle.for_header(settings.header), name)
-    resilience = resilience_for(name, settings)
+    resilience = resilience_for(name, settings, limiter)
     cls = AsyncKeyvaultClient if asynchronous else KeyvaultClient
     return cls(resilience=resilience, auth=auth, **httpx_options)
 

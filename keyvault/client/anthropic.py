@@ -23,7 +23,8 @@ import httpx2
 from keyvault.client import ClientSettings, refresh_logger, resilience_for
 from keyvault.client.auth import HeaderStyle, KeySource, drive_sync, key_flow
 from keyvault.client.cache import KeyCache
-from keyvault.client.http import DEFAULT_MAX_IN_FLIGHT, Resilience
+from keyvault.client.http import Resilience
+from keyvault.client.limiter import KeyLimiter
 from keyvault.client.resilience import NO_RETRIES, TransportErrors
 
 #: what the SDK is told its key is; the auth flow replaces it on every request
@@ -61,26 +62,27 @@ class _GuardedClient(httpx2.Client):
 
 def build_anthropic(
     cache: KeyCache,
+    limiter: KeyLimiter,
     name: str,
     *,
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     breaker_threshold: int = 5,
     breaker_cooldown: float = 30.0,
     http_options: dict[str, Any] | None = None,
     **sdk_options: Any,
 ) -> anthropic.Anthropic:
     """``sdk_options`` go to ``anthropic.Anthropic`` (``base_url``, ``max_retries``,
-    ``timeout``...); ``http_options`` to the ``httpx2.Client`` (``proxy``, ``verify``...)."""
+    ``timeout``...); ``http_options`` to the ``httpx2.Client`` (``proxy``, ``verify``...).
+    The SDK retries (its ``max_retries``); each of its attempts takes a slot of the key's
+    ``limiter``, so it shares the key's limit with every other client of the key."""
     keys = KeySource(cache, on_refresh=refresh_logger(name))
     keys.cache.get()  # not found or wrong environment: fail here, not on the first call
     settings = ClientSettings(
         retry=NO_RETRIES,
-        max_in_flight=max_in_flight,
         breaker_threshold=breaker_threshold,
         breaker_cooldown=breaker_cooldown,
     )
     http_client = _GuardedClient(
-        resilience=resilience_for(name, settings, errors=HTTPX2_ERRORS),
+        resilience=resilience_for(name, settings, limiter, errors=HTTPX2_ERRORS),
         auth=KeyAuth2(keys, name),
         **(http_options or {}),
     )

@@ -8,15 +8,15 @@ proxies from the environment, mounts and custom transports included.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from keyvault.client.auth import FINGERPRINT_EXTENSION
+from keyvault.client.limiter import KeyLimiter
 from keyvault.client.metrics import ClientMetrics
 from keyvault.client.resilience import (
     FAILURE_STATUSES,
@@ -35,11 +35,10 @@ class _Response(Protocol):
 
 
 R = TypeVar("R", bound=_Response)
+#: answers whose Retry-After pauses the whole key, not just this request
+PAUSE_STATUSES = frozenset({429, 529})
 #: one attempt's result, as the retry loop receives it
 Outcome = tuple[Any, Exception | None]
-
-if TYPE_CHECKING:
-    import asyncio
 
 
 async def _asleep(seconds: float) -> None:
@@ -49,32 +48,19 @@ async def _asleep(seconds: float) -> None:
 
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-DEFAULT_MAX_IN_FLIGHT = 5
 
 
 @dataclass
 class Resilience:
-    """Everything around an attempt: shared by a client's requests, one per client."""
+    """Everything around an attempt: one per client, around the key's shared limiter."""
 
     retry: RetryPolicy
     breaker: CircuitBreaker
     metrics: ClientMetrics
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    limiter: KeyLimiter
     errors: TransportErrors = HTTPX_ERRORS
     sleep: Callable[[float], None] = time.sleep
     async_sleep: Callable[[float], Awaitable[None]] = field(default_factory=lambda: _asleep)
-    _limit: threading.BoundedSemaphore = field(init=False)
-    _async_limit: asyncio.Semaphore | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self._limit = threading.BoundedSemaphore(self.max_in_flight)
-
-    def _async_semaphore(self) -> asyncio.Semaphore:
-        import asyncio  # only async clients pay for it (~15 ms of a sync app's cold start)
-
-        if self._async_limit is None:
-            self._async_limit = asyncio.Semaphore(self.max_in_flight)
-        return self._async_limit
 
     # the decision after one attempt, shared by sync and async -------------------------------
 
@@ -107,17 +93,19 @@ class Resilience:
             else:
                 self.breaker.record_success()
             self.metrics.request(fingerprint, status, elapsed)
+            retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            if status in PAUSE_STATUSES and retry_after:
+                self.limiter.pause(min(retry_after, self.retry.max_retry_after))
+                self.metrics.paused(retry_after)
             if not self.retry.retry_status(request.method, status, attempt):
                 return None
-            delay = self.retry.delay(
-                attempt, retry_after_seconds(response.headers.get("retry-after"))
-            )
+            delay = self.retry.delay(attempt, retry_after)
             reason = str(status)
         if delay is not None:
             self.metrics.retry(reason, delay)
         return delay
 
-    def _attempts(self, request: Any) -> Generator[float | None, Outcome, Any]:
+    def _attempts(self, request: Any, queued_at: float) -> Generator[float | None, Outcome, Any]:
         """The retry loop without I/O (the auth-flow pattern): the driver sends each
         attempt's ``(response, error)``; the loop answers with the delay before the next
         attempt, or ends with the response, or raises the error. One loop for sync and
@@ -125,7 +113,7 @@ class Resilience:
         attempt = 0
         while True:
             self.breaker.before_request()
-            started = time.perf_counter()
+            started = queued_at if attempt == 0 else time.perf_counter()
             response, error = yield None
             delay = self._judge(request, attempt, response, error, started)
             if delay is None:
@@ -136,8 +124,14 @@ class Resilience:
             attempt += 1
 
     def run(self, request: Any, send_once: Callable[[], R]) -> R:
-        with self._limit:
-            attempts = self._attempts(request)
+        queued_at = time.perf_counter()
+        self.limiter.acquire()
+        try:
+            paused = self.limiter.pause_left()
+            if paused:
+                self.sleep(paused)
+            self.metrics.queue_wait(time.perf_counter() - queued_at)
+            attempts = self._attempts(request, queued_at)
             next(attempts)
             while True:
                 outcome: Outcome
@@ -151,14 +145,22 @@ class Resilience:
                     return done.value  # type: ignore[no-any-return]
                 if outcome[0] is not None:
                     outcome[0].close()
-                self.sleep(delay or 0.0)
+                self.sleep(max(delay or 0.0, self.limiter.pause_left()))
                 next(attempts)
+        finally:
+            self.limiter.release()
 
     async def run_async(
         self, request: httpx.Request, send_once: Callable[[], Awaitable[httpx.Response]]
     ) -> httpx.Response:
-        async with self._async_semaphore():
-            attempts = self._attempts(request)
+        queued_at = time.perf_counter()
+        await self.limiter.acquire_async()
+        try:
+            paused = self.limiter.pause_left()
+            if paused:
+                await self.async_sleep(paused)
+            self.metrics.queue_wait(time.perf_counter() - queued_at)
+            attempts = self._attempts(request, queued_at)
             next(attempts)
             while True:
                 outcome: Outcome
@@ -172,8 +174,10 @@ class Resilience:
                     return done.value  # type: ignore[no-any-return]
                 if outcome[0] is not None:
                     await outcome[0].aclose()
-                await self.async_sleep(delay or 0.0)
+                await self.async_sleep(max(delay or 0.0, self.limiter.pause_left()))
                 next(attempts)
+        finally:
+            self.limiter.release()
 
 
 class KeyvaultClient(httpx.Client):

@@ -38,13 +38,37 @@ class ClientMetrics:
             "Counter", "keyvault_client_requests", "requests sent", ("key", "fingerprint", "status")
         )
         self._latency = _metric(
-            "Histogram", "keyvault_client_request_seconds", "request latency", ("key",)
+            "Histogram",
+            "keyvault_client_request_seconds",
+            "request latency, from joining the key's queue to the answer",
+            ("key",),
         )
         self._retries = _metric(
             "Counter", "keyvault_client_retries", "retries by reason", ("key", "reason")
         )
         self._breaker = _metric(
             "Gauge", "keyvault_client_breaker_open", "1 while the breaker is not closed", ("key",)
+        )
+        self._queue_wait = _metric(
+            "Histogram",
+            "keyvault_client_queue_wait_seconds",
+            "time a request waited for a slot of its key (and out a 429 pause)",
+            ("key",),
+        )
+        self._queue_depth = _metric(
+            "Gauge", "keyvault_client_queue_depth", "requests waiting for a slot", ("key",)
+        )
+        self._pauses = _metric(
+            "Counter",
+            "keyvault_client_pauses",
+            "429/529 answers with Retry-After that paused the key",
+            ("key",),
+        )
+        self._paused_seconds = _metric(
+            "Counter",
+            "keyvault_client_paused_seconds",
+            "seconds of Retry-After pauses asked for",
+            ("key",),
         )
         self._refreshes = _metric(
             "Counter", "keyvault_client_key_refreshes", "keyset refetches", ("key", "fingerprint")
@@ -54,6 +78,22 @@ class ClientMetrics:
         if self._requests is not None:
             self._requests.labels(self.key, fingerprint, str(status)).inc()
             self._latency.labels(self.key).observe(seconds)
+
+    def queue_wait(self, seconds: float) -> None:
+        if self._queue_wait is not None:
+            self._queue_wait.labels(self.key).observe(seconds)
+
+    def queue_depth(self, depth: int) -> None:
+        if self._queue_depth is not None:
+            self._queue_depth.labels(self.key).set(depth)
+
+    def paused(self, seconds: float) -> None:
+        log.warning(
+            "key %s: upstream asked to wait %.1fs; pausing the key's sends", self.key, seconds
+        )
+        if self._pauses is not None:
+            self._pauses.labels(self.key).inc()
+            self._paused_seconds.labels(self.key).inc(seconds)
 
     def retry(self, reason: str, delay: float) -> None:
         log.warning("key %s: retrying after %s in %.2fs", self.key, reason, delay)

@@ -73,12 +73,18 @@ class RetryPolicy:
     max_backoff: float = 8.0
     max_retry_after: float = 60.0  # a longer Retry-After is not waited for: fail instead
     statuses: frozenset[int] = RETRY_STATUSES
+    #: also repeat non-idempotent methods (POST) after a failure: for APIs where a repeated
+    #: request does no harm (the Claude API), never for one where it pays twice
+    all_methods: bool = False
     rng: Callable[[], float] = field(default=random.random, compare=False)
+
+    def _repeatable(self, method: str) -> bool:
+        return self.all_methods or method.upper() in IDEMPOTENT_METHODS
 
     def retry_status(self, method: str, status: int, attempt: int) -> bool:
         if attempt + 1 >= self.max_attempts or status not in self.statuses:
             return False
-        return method.upper() in IDEMPOTENT_METHODS or status in SAFE_FOR_ANY_METHOD
+        return self._repeatable(method) or status in SAFE_FOR_ANY_METHOD
 
     def retry_error(
         self,
@@ -92,7 +98,7 @@ class RetryPolicy:
             return False
         if isinstance(exc, kinds.not_sent):
             return True
-        return method.upper() in IDEMPOTENT_METHODS
+        return self._repeatable(method)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float | None:
         """Seconds to wait before the next attempt, or None when Retry-After is too long."""
