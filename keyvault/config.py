@@ -167,6 +167,39 @@ class RetryConfig(Strict, frozen=True):
             )
 
 
+class ResponseCacheConfig(Strict, frozen=True):
+    """``[client.response_cache]``: off unless configured; only the listed path prefixes."""
+
+    backend: str = "memory"
+    url: str | None = None
+    ttl: Duration = Duration.of(minutes=10)
+    max_entries: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
+    paths: list[str] = field(default_factory=list)
+    #: a keyvault key whose value seals the Redis entries (AES-GCM under an HKDF of it)
+    seal_key: KeyName | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("memory", "redis"):
+            raise ValueError(f"backend: {self.backend!r} is not one of 'memory', 'redis'")
+        if not self.paths:
+            raise ValueError(
+                'paths: list the path prefixes whose answers may be cached, e.g. ["/v1/messages"]'
+            )
+        for prefix in self.paths:
+            if not prefix.startswith("/"):
+                raise ValueError(f"paths: {prefix!r} is not a path (it starts with '/')")
+        if self.ttl <= timedelta(0):
+            raise ValueError("ttl: must be longer than zero")
+        if self.backend == "redis":
+            if not self.url or not re.fullmatch(r"(redis|rediss|unix)://\S+", self.url):
+                raise ValueError('url: the redis backend needs url = "redis://HOST:PORT/DB"')
+            if self.seal_key is None:
+                raise ValueError(
+                    "seal_key: the redis backend seals every entry; name a keyvault key "
+                    '(e.g. seal_key = "cache/seal", made with `keyvault put --generate`)'
+                )
+
+
 class ClientConfig(Strict, frozen=True):
     """The thin client's defaults: the key cache (whose TTL also bounds the shortest safe
     grace), timeouts, retries and the per-key limit on requests in flight."""
@@ -181,6 +214,7 @@ class ClientConfig(Strict, frozen=True):
     max_queue: Annotated[int, Meta(ge=0, le=100_000)] = 100
     queue_timeout: Duration = Duration.of(seconds=60)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    response_cache: ResponseCacheConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "timeout", "queue_timeout"):

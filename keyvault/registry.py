@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from keyvault.client.cache import KeyCache
     from keyvault.client.http import AsyncKeyvaultClient, KeyvaultClient
     from keyvault.client.limiter import KeyLimiter, LimitSettings
+    from keyvault.client.responses import ResponseCache
 
 
 #: kv.client's read timeout when [client] timeout is not set
@@ -55,6 +56,7 @@ class KeyVault:
         self._caches: dict[tuple[str, str], KeyCache] = {}
         self._caches_by_name: dict[str, KeyCache] = {}
         self._limiters: dict[str, KeyLimiter] = {}
+        self._responses: ResponseCache | None = None
         self._lock = threading.RLock()
         self._chained_file: ChainedFile | None = None
 
@@ -262,6 +264,60 @@ class KeyVault:
                 )
         return limiter
 
+    def response_cache(self) -> ResponseCache | None:
+        """The ``[client.response_cache]`` of this process (None when not configured):
+        one store and one set of in-flight requests for every key's clients."""
+        settings = self.config.client.response_cache
+        if settings is None:
+            return None
+        with self._lock:
+            if self._responses is None:
+                self._responses = self._build_response_cache(settings)
+        return self._responses
+
+    def _build_response_cache(self, settings: Any) -> ResponseCache:
+        from keyvault.client.responses import (
+            Flights,
+            MemoryStore,
+            RedisStore,
+            ResponseCache,
+            Store,
+            seal_keyring,
+        )
+
+        ttl = settings.ttl.total_seconds()
+        store: Store
+        if settings.backend == "redis":
+            try:
+                import redis
+            except ImportError as exc:
+                if exc.name != "redis":
+                    raise
+                raise missing_extra(
+                    f'{self.config.label}: [client.response_cache] backend = "redis"', "redis"
+                ) from None
+            seal_key = settings.seal_key
+            self.keyset(seal_key)  # a missing seal key fails here, not on the first request
+            client = redis.Redis.from_url(
+                settings.url, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+            metrics = self._metrics("response-cache")
+            store = RedisStore(
+                client,
+                ttl,
+                lambda: seal_keyring(self.keyset(seal_key)),
+                on_error=lambda _reason: metrics.cache("error"),
+            )
+        else:
+            store = MemoryStore(ttl, settings.max_entries)
+        return ResponseCache(store, tuple(settings.paths), Flights())
+
+    @staticmethod
+    def _metrics(name: str) -> Any:
+        from keyvault.client.metrics import ClientMetrics
+
+        return ClientMetrics(name)
+
     def client_settings(self, header: str = "Authorization") -> ClientSettings:
         """The config's ``[client]`` retry policy, for a client sending in ``header``."""
         from keyvault.client import ClientSettings, RetryPolicy
@@ -336,6 +392,7 @@ class KeyVault:
             name,
             settings=settings or self.client_settings(header),
             asynchronous=asynchronous,
+            responses=self.response_cache(),
             **httpx_options,
         )
 
@@ -350,7 +407,9 @@ class KeyVault:
             raise missing_extra("kv.anthropic()", "anthropic") from None
         if self.config.client.timeout is not None:  # else the SDK's own, sized for long answers
             options.setdefault("timeout", self.config.client.timeout.total_seconds())
-        return build_anthropic(self.cache(name), self.limiter(name), name, **options)
+        return build_anthropic(
+            self.cache(name), self.limiter(name), name, responses=self.response_cache(), **options
+        )
 
     def close(self) -> None:
         for provider in self._providers.values():

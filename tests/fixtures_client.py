@@ -49,3 +49,15 @@ def kv(store: CountingProvider, monkeypatch: pytest.MonkeyPatch) -> KeyVault:
     monkeypatch.delenv("KEYVAULT_ENV", raising=False)
     config = parse_config({"providers": {"local": {"type": "file"}}})
     return KeyVault(config, providers={"local": store})
+
+
+@pytest.fixture
+def redis_server() -> Iterator[Any]:
+    """A real Redis on a free loopback port, for one test (killing it is part of some)."""
+    from tests.servers import RedisServer, redis_binary
+
+    if redis_binary() is None:
+        pytest.skip("redis-server is not installed (scripts/install-test-tools installs it)")
+    server = RedisServer().start()
+    yield server
+    server.stop()

@@ -102,3 +102,70 @@ class BaoServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self._home, ignore_errors=True)
+
+
+def redis_binary() -> str | None:
+    """Debian's ``redis-server`` (scripts/install-test-tools installs it)."""
+    return shutil.which("redis-server")
+
+
+class RedisServer:
+    """A throwaway Redis on a free loopback port: no persistence, no config file."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.mkdtemp(prefix="redis-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        binary = redis_binary()
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: run scripts/install-test-tools")
+        self._proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir,
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError("redis-server exited early")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer PING in 15 s")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: the port stops answering at once."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+        shutil.rmtree(self._dir, ignore_errors=True)

@@ -133,6 +133,36 @@ def test_the_python_sdk_through_the_proxy_sends_the_real_key(
     assert "claude POST /v1/messages -> 200" in log
 
 
+def test_the_proxy_answers_a_repeated_request_from_the_response_cache(
+    workdir: Path, vendor: VendorAPI
+) -> None:
+    """The proxy's upstream client is the key's async client, so it inherits the response
+    cache: an app in any language gets the hit, marked in ``x-keyvault-cache``."""
+    raw = canary()
+    put("anthropic/prod", raw)
+    vendor.state.add_key(raw)
+    cache = '\n[client.response_cache]\npaths = ["/v1/messages"]\n'
+    proxy = launch(workdir, vendor.url, extra=cache)
+    try:
+        body = {
+            "model": "claude-test",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        first = httpx.post(f"{proxy.url}/v1/messages", json=body, timeout=10)
+        second = httpx.post(f"{proxy.url}/v1/messages", json=body, timeout=10)
+        streamed = httpx.post(f"{proxy.url}/v1/messages", json={**body, "stream": True}, timeout=10)
+    finally:
+        assert proxy.stop() == 0
+    assert (first.headers["x-keyvault-cache"], second.headers["x-keyvault-cache"]) == (
+        "miss",
+        "hit",
+    )
+    assert first.json() == second.json() and first.json()["content"][0]["text"] == "ok"
+    assert "x-keyvault-cache" not in streamed.headers and "event:" in streamed.text
+    assert vendor.state.requests == 2  # the first and the streamed one
+
+
 def test_a_stream_reaches_the_app_event_by_event(
     proxied: tuple[Proxy, str], vendor: VendorAPI
 ) -> None:

@@ -43,6 +43,7 @@ class VendorState:
         self.paths: list[str] = []  # raw request paths, as sent
         self.idempotent: dict[str, tuple[str, str]] = {}  # Idempotency-Key -> (id, value)
         self.stream_gap = 0.1  # seconds between the events of a streamed answer
+        self.answer_text = "ok"  # what POST /v1/messages answers (a canary, for cache tests)
         self.stream_done = threading.Event()
 
     def add_key(self, value: str, *, key_id: str | None = None) -> str:
@@ -214,11 +215,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(
                 200,
                 {
-                    "id": "msg_test",
+                    "id": f"msg_{state.requests}",  # which upstream call answered
                     "type": "message",
                     "role": "assistant",
                     "model": body.get("model", "claude-test"),
-                    "content": [{"type": "text", "text": "ok"}],
+                    "content": [{"type": "text", "text": state.answer_text}],
                     "stop_reason": "end_turn",
                     "stop_sequence": None,
                     "usage": {"input_tokens": 1, "output_tokens": 1},

@@ -12,6 +12,7 @@ from keyvault.client.http import AsyncKeyvaultClient, KeyvaultClient, Resilience
 from keyvault.client.limiter import KeyLimiter, LimitSettings
 from keyvault.client.metrics import ClientMetrics
 from keyvault.client.resilience import CircuitBreaker, RetryPolicy
+from keyvault.client.responses import ResponseCache
 from keyvault.errors import EnvironmentMismatch
 from keyvault.model import KeySet
 
@@ -85,7 +86,11 @@ def check_environment(
 
 
 def resilience_for(
-    name: str, settings: ClientSettings, limiter: KeyLimiter, **options: Any
+    name: str,
+    settings: ClientSettings,
+    limiter: KeyLimiter,
+    responses: ResponseCache | None = None,
+    **options: Any,
 ) -> Resilience:
     metrics = ClientMetrics(name)
     breaker = CircuitBreaker(
@@ -94,7 +99,7 @@ def resilience_for(
         cooldown=settings.breaker_cooldown,
         on_change=metrics.breaker,
     )
-    return Resilience(settings.retry, breaker, metrics, limiter, **options)
+    return Resilience(settings.retry, breaker, metrics, limiter, responses=responses, **options)
 
 
 def build_client(
@@ -104,6 +109,7 @@ def build_client(
     *,
     settings: ClientSettings,
     asynchronous: bool = False,
+    responses: ResponseCache | None = None,
     **httpx_options: Any,
 ) -> KeyvaultClient | AsyncKeyvaultClient:
     """A client on the key's process-wide ``cache`` (which applies the guard) and
@@ -111,7 +117,7 @@ def build_client(
     keys = KeySource(cache, on_refresh=refresh_logger(name))
     keys.cache.get()  # fail now (not found, wrong environment) rather than on first request
     auth = KeyAuth(keys, HeaderStyle.for_header(settings.header), name)
-    resilience = resilience_for(name, settings, limiter)
+    resilience = resilience_for(name, settings, limiter, responses)
     cls = AsyncKeyvaultClient if asynchronous else KeyvaultClient
     return cls(resilience=resilience, auth=auth, **httpx_options)
 

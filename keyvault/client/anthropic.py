@@ -23,9 +23,10 @@ import httpx2
 from keyvault.client import ClientSettings, refresh_logger, resilience_for
 from keyvault.client.auth import HeaderStyle, KeySource, drive_sync, key_flow
 from keyvault.client.cache import KeyCache
-from keyvault.client.http import Resilience
+from keyvault.client.http import Resilience, rebuilder
 from keyvault.client.limiter import KeyLimiter
 from keyvault.client.resilience import NO_RETRIES, TransportErrors
+from keyvault.client.responses import ResponseCache
 
 #: what the SDK is told its key is; the auth flow replaces it on every request
 PLACEHOLDER_KEY = "keyvault-managed-key-never-sent"
@@ -57,7 +58,11 @@ class _GuardedClient(httpx2.Client):
 
     def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         parent = super().send
-        return self.resilience.run(request, lambda: parent(request, **kwargs))
+        rebuild = rebuilder(kwargs.get("stream", False), httpx2)
+        response: httpx2.Response = self.resilience.send(
+            request, lambda: parent(request, **kwargs), rebuild
+        )
+        return response
 
 
 def build_anthropic(
@@ -68,6 +73,7 @@ def build_anthropic(
     breaker_threshold: int = 5,
     breaker_cooldown: float = 30.0,
     http_options: dict[str, Any] | None = None,
+    responses: ResponseCache | None = None,
     **sdk_options: Any,
 ) -> anthropic.Anthropic:
     """``sdk_options`` go to ``anthropic.Anthropic`` (``base_url``, ``max_retries``,
@@ -82,7 +88,7 @@ def build_anthropic(
         breaker_cooldown=breaker_cooldown,
     )
     http_client = _GuardedClient(
-        resilience=resilience_for(name, settings, limiter, errors=HTTPX2_ERRORS),
+        resilience=resilience_for(name, settings, limiter, responses, errors=HTTPX2_ERRORS),
         auth=KeyAuth2(keys, name),
         **(http_options or {}),
     )

@@ -8,6 +8,7 @@ proxies from the environment, mounts and custom transports included.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
@@ -26,6 +27,12 @@ from keyvault.client.resilience import (
     TransportErrors,
     retry_after_seconds,
 )
+from keyvault.client.responses import (
+    CACHE_HEADER,
+    ResponseCache,
+    StoredResponse,
+    storable,
+)
 
 
 class _Response(Protocol):
@@ -35,6 +42,21 @@ class _Response(Protocol):
 
 
 R = TypeVar("R", bound=_Response)
+R2 = TypeVar("R2")
+
+
+class Step(enum.Enum):
+    """What the response cache's I/O-free flow asks its driver to do."""
+
+    SEND = "send"  # through the limit, the breaker and the retries
+    GET = "get"  # ask the store
+    PUT = "put"  # fill the store
+    WAIT = "wait"  # for an identical request's flight
+    READ = "read"  # a response's whole body
+
+
+#: builds the client's own response type from a stored answer, marked hit|miss|merged
+Rebuild = Callable[[StoredResponse, Any, str], Any]
 #: answers whose Retry-After pauses the whole key, not just this request
 PAUSE_STATUSES = frozenset({429, 529})
 #: one attempt's result, as the retry loop receives it
@@ -59,6 +81,8 @@ class Resilience:
     metrics: ClientMetrics
     limiter: KeyLimiter
     errors: TransportErrors = HTTPX_ERRORS
+    #: the response cache and request merging (None: off, the default)
+    responses: ResponseCache | None = None
     sleep: Callable[[float], None] = time.sleep
     async_sleep: Callable[[float], Awaitable[None]] = field(default_factory=lambda: _asleep)
 
@@ -123,6 +147,107 @@ class Resilience:
             yield delay
             attempt += 1
 
+    # the response cache and merging, around the limited, retried send ------------------------
+
+    def _through_cache(
+        self, request: Any, rebuild: Rebuild
+    ) -> Generator[tuple[Step, Any], Any, Any]:
+        """The cache and merging without I/O, as :meth:`_attempts` is the retry loop: it
+        yields what to do (send through the limit and retries, ask or fill the store, wait
+        for a flight, read a body) and the sync and async drivers do it. A hit and a merged
+        request take no slot and make no upstream call."""
+        cache = self.responses
+        key = cache.key_for(request, self.metrics.key) if cache is not None else None
+        if cache is None or key is None:
+            return (yield Step.SEND, None)
+        stored = yield Step.GET, key
+        if stored is not None:
+            self.metrics.cache("hit")
+            return rebuild(stored, request, "hit")
+        flight, leader = cache.flights.join(key)
+        if not leader:
+            shared = yield Step.WAIT, flight
+            if shared is None:  # the leader's answer was a stream: send our own
+                return (yield Step.SEND, None)
+            self.metrics.merged()
+            return rebuild(shared, request, "merged")
+        try:
+            response = yield Step.SEND, None
+            if not _shareable(response):
+                cache.flights.land(key, flight, None)
+                return response
+            body = yield Step.READ, response
+        except BaseException as exc:
+            cache.flights.land(key, flight, None, exc)
+            raise
+        stored = StoredResponse.capture(response.status_code, response.headers.multi_items(), body)
+        if storable(response.status_code, response.headers.get("content-type", "")):
+            yield Step.PUT, (key, stored)
+        cache.flights.land(key, flight, stored)
+        self.metrics.cache("miss")
+        return rebuild(stored, request, "miss")
+
+    def send(self, request: Any, send_once: Callable[[], Any], rebuild: Rebuild) -> Any:
+        """:meth:`run` behind the response cache (when one is configured)."""
+        steps = self._through_cache(request, rebuild)
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            finished, step = _advance(steps, reply, error)
+            if finished:
+                return step
+            (kind, arg), reply, error = step, None, None
+            try:
+                if kind is Step.SEND:
+                    reply = self.run(request, send_once)
+                elif kind is Step.READ:
+                    try:
+                        reply = arg.read()
+                    finally:
+                        arg.close()
+                elif kind is Step.WAIT:
+                    reply = arg.wait()
+                else:
+                    reply = self._store_call(kind, arg)
+            except BaseException as exc:
+                error = exc
+
+    async def send_async(
+        self, request: Any, send_once: Callable[[], Awaitable[Any]], rebuild: Rebuild
+    ) -> Any:
+        steps = self._through_cache(request, rebuild)
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            finished, step = _advance(steps, reply, error)
+            if finished:
+                return step
+            (kind, arg), reply, error = step, None, None
+            try:
+                if kind is Step.SEND:
+                    reply = await self.run_async(request, send_once)
+                elif kind is Step.READ:
+                    try:
+                        reply = await arg.aread()
+                    finally:
+                        await arg.aclose()
+                elif kind is Step.WAIT:
+                    assert self.responses is not None
+                    reply = await arg.wait_async(self.responses.flights.lock)
+                elif self.responses is not None and self.responses.store.blocking:
+                    import asyncio  # Redis: off the event loop
+
+                    reply = await asyncio.to_thread(self._store_call, kind, arg)
+                else:
+                    reply = self._store_call(kind, arg)
+            except BaseException as exc:
+                error = exc
+
+    def _store_call(self, kind: Step, arg: Any) -> Any:
+        assert self.responses is not None
+        store = self.responses.store
+        return store.get(arg) if kind is Step.GET else store.put(*arg)
+
     def run(self, request: Any, send_once: Callable[[], R]) -> R:
         queued_at = time.perf_counter()
         self.limiter.acquire()
@@ -180,6 +305,40 @@ class Resilience:
             self.limiter.release()
 
 
+def _advance(
+    steps: Generator[tuple[Step, Any], Any, Any], reply: Any, error: BaseException | None
+) -> tuple[bool, Any]:
+    """One turn of an I/O-free flow: (True, its result) when it ended, else (False, the
+    next step); the last step's reply or error goes in."""
+    try:
+        return False, steps.throw(error) if error is not None else steps.send(reply)
+    except StopIteration as done:
+        return True, done.value
+
+
+def _shareable(response: Any) -> bool:
+    """An answer that can be read whole and handed to others: not an event stream."""
+    return "text/event-stream" not in response.headers.get("content-type", "").lower()
+
+
+def rebuilder(streamed: bool, http: Any = httpx) -> Rebuild:
+    """How a client turns a stored answer into a response of its ``http`` module (httpx,
+    or the Anthropic SDK's httpx2): read, as ``send`` returns it, or unread for a
+    ``stream=True`` send, whose caller iterates it (the proxy's ``aiter_raw``)."""
+
+    def rebuild(stored: StoredResponse, request: Any, how: str) -> Any:
+        headers = [*stored.headers, (CACHE_HEADER, how)]
+        if not streamed:
+            return http.Response(
+                stored.status, headers=headers, content=stored.body, request=request
+            )
+        headers.append(("content-length", str(len(stored.body))))
+        stream = http.ByteStream(stored.body)
+        return http.Response(stored.status, headers=headers, stream=stream, request=request)
+
+    return rebuild
+
+
 class KeyvaultClient(httpx.Client):
     """An ``httpx.Client`` that sends one keyvault key and survives rotations and outages."""
 
@@ -190,7 +349,10 @@ class KeyvaultClient(httpx.Client):
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         parent = super().send
-        return self.resilience.run(request, lambda: parent(request, **kwargs))
+        response: httpx.Response = self.resilience.send(
+            request, lambda: parent(request, **kwargs), rebuilder(kwargs.get("stream", False))
+        )
+        return response
 
 
 class AsyncKeyvaultClient(httpx.AsyncClient):
@@ -203,4 +365,7 @@ class AsyncKeyvaultClient(httpx.AsyncClient):
 
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         parent = super().send
-        return await self.resilience.run_async(request, lambda: parent(request, **kwargs))
+        response: httpx.Response = await self.resilience.send_async(
+            request, lambda: parent(request, **kwargs), rebuilder(kwargs.get("stream", False))
+        )
+        return response

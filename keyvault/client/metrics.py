@@ -70,6 +70,18 @@ class ClientMetrics:
             "seconds of Retry-After pauses asked for",
             ("key",),
         )
+        self._cache = _metric(
+            "Counter",
+            "keyvault_client_response_cache",
+            "response cache lookups by result (hit, miss, error)",
+            ("key", "result"),
+        )
+        self._merged = _metric(
+            "Counter",
+            "keyvault_client_merged_requests",
+            "requests answered by an identical request's upstream call",
+            ("key",),
+        )
         self._refreshes = _metric(
             "Counter", "keyvault_client_key_refreshes", "keyset refetches", ("key", "fingerprint")
         )
@@ -78,6 +90,14 @@ class ClientMetrics:
         if self._requests is not None:
             self._requests.labels(self.key, fingerprint, str(status)).inc()
             self._latency.labels(self.key).observe(seconds)
+
+    def cache(self, result: str) -> None:
+        if self._cache is not None:
+            self._cache.labels(self.key, result).inc()
+
+    def merged(self) -> None:
+        if self._merged is not None:
+            self._merged.labels(self.key).inc()
 
     def queue_wait(self, seconds: float) -> None:
         if self._queue_wait is not None:
