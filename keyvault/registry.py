@@ -399,16 +399,30 @@ class KeyVault:
     def anthropic(self, name: str, **options: Any) -> Any:
         """An ``anthropic.Anthropic`` whose every request carries key ``name``'s current
         primary (the ``anthropic`` extra)."""
+        return self._anthropic(name, False, options)
+
+    def async_anthropic(self, name: str, **options: Any) -> Any:
+        """The ``anthropic.AsyncAnthropic`` twin of :meth:`anthropic`: the same auth flow,
+        breaker, response cache and the key's one limiter, from any event loop."""
+        return self._anthropic(name, True, options)
+
+    def _anthropic(self, name: str, asynchronous: bool, options: dict[str, Any]) -> Any:
+        what = "kv.async_anthropic()" if asynchronous else "kv.anthropic()"
         try:
             from keyvault.client.anthropic import build_anthropic
         except ImportError as exc:
             if exc.name not in ("anthropic", "httpx2"):
                 raise
-            raise missing_extra("kv.anthropic()", "anthropic") from None
+            raise missing_extra(what, "anthropic") from None
         if self.config.client.timeout is not None:  # else the SDK's own, sized for long answers
             options.setdefault("timeout", self.config.client.timeout.total_seconds())
         return build_anthropic(
-            self.cache(name), self.limiter(name), name, responses=self.response_cache(), **options
+            self.cache(name),
+            self.limiter(name),
+            name,
+            asynchronous=asynchronous,
+            responses=self.response_cache(),
+            **options,
         )
 
     def close(self) -> None:

@@ -154,6 +154,15 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not answer PING in 15 s")
 
+    def pause(self) -> None:
+        """SIGSTOP: a Redis that hangs instead of failing (connections open, no answers)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL, as a crash would: the port stops answering at once."""
         if self._proc is not None and self._proc.poll() is None:

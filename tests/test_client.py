@@ -598,6 +598,37 @@ def test_anthropic_client_sends_the_current_key(
         kv.anthropic("anthropic/prod", api_key="x")
 
 
+def test_async_anthropic_sends_the_current_key_from_any_event_loop(
+    kv: KeyVault, store: CountingProvider, vendor: VendorAPI
+) -> None:
+    from keyvault.client.anthropic import PLACEHOLDER_KEY
+
+    old, new = canary("old"), canary("new")
+    store.create("anthropic/prod", SecretValue(old))
+    vendor.state.add_key(old)
+    claude = kv.async_anthropic("anthropic/prod", base_url=vendor.url, max_retries=0)
+    plain = kv.async_client("anthropic/prod", base_url=vendor.url)
+
+    async def ask() -> str:
+        message = await claude.messages.create(
+            model="claude-test", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert (await plain.get("/v1/models")).status_code == 200
+        return str(message.content[0].text)
+
+    assert asyncio.run(ask()) == "ok"
+    rotate(store, "anthropic/prod", new)
+    vendor.state.add_key(new)
+    vendor.state.revoke(old)  # the cached old key gets a 401: refreshed, retried once
+    assert asyncio.run(ask()) == "ok"  # a second loop: no "Event loop is closed"
+    assert asyncio.run(ask()) == "ok"  # and a third
+    assert vendor.state.seen[-1] == fingerprint(new)
+    assert fingerprint(PLACEHOLDER_KEY) not in vendor.state.seen
+    assert kv.limiter("anthropic/prod").in_flight == 0
+    with pytest.raises(TypeError, match="api_key"):
+        kv.async_anthropic("anthropic/prod", api_key="x")
+
+
 def test_prometheus_metrics_by_key_and_fingerprint(
     kv: KeyVault, vendor: VendorAPI, valid_key: str
 ) -> None:

@@ -174,13 +174,14 @@ def slow_key(store: CountingProvider, vendor: VendorAPI) -> str:
     return raw
 
 
-def test_three_clients_of_one_key_never_exceed_max_in_flight(
+def test_five_clients_of_one_key_never_exceed_max_in_flight(
     kv: KeyVault, vendor: VendorAPI, slow_key: str
 ) -> None:
     sync_client = kv.client("api/key", base_url=vendor.url)
     second_sync = kv.client("api/key", base_url=vendor.url)
     async_client = kv.async_client("api/key", base_url=vendor.url)
     claude = kv.anthropic("api/key", base_url=vendor.url, max_retries=0)
+    async_claude = kv.async_anthropic("api/key", base_url=vendor.url, max_retries=0)
     statuses: list[int] = []
     lock = threading.Lock()
 
@@ -201,10 +202,20 @@ def test_three_clients_of_one_key_never_exceed_max_in_flight(
     async def async_calls() -> None:
         async with async_client:
             for response in await asyncio.gather(
-                *(async_client.get("/v1/models") for _ in range(20))
+                *(async_client.get("/v1/models") for _ in range(10))
             ):
                 with lock:
                     statuses.append(response.status_code)
+        messages = await asyncio.gather(
+            *(
+                async_claude.messages.create(
+                    model="claude-test", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+                )
+                for _ in range(10)
+            )
+        )
+        with lock:
+            statuses.extend(200 for message in messages if message.content[0].text == "ok")
 
     threads = [
         threading.Thread(target=sync_calls, args=(sync_client,)),

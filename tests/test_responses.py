@@ -16,10 +16,12 @@ import httpx
 import pytest
 
 from keyvault.client.responses import (
+    MAX_STORED_BODY,
     MemoryStore,
     StoredResponse,
     cache_key,
     canonical_body,
+    storable,
 )
 from keyvault.config import parse_config
 from keyvault.errors import ConfigError
@@ -96,6 +98,13 @@ def test_the_memory_store_is_a_bounded_lru_with_a_ttl() -> None:
     assert store.get("b") is None and store.get("a") == answer and store.get("c") == answer
     now[0] = 61
     assert store.get("a") is None and len(store) == 1
+
+
+def test_what_is_kept() -> None:
+    assert storable(200, "application/json", 10)
+    assert not storable(429, "application/json", 10)
+    assert not storable(200, "text/event-stream; charset=utf-8", 10)
+    assert not storable(200, "application/json", MAX_STORED_BODY + 1)
 
 
 def test_stored_answers_drop_framing_cookies_and_hop_by_hop_headers() -> None:
@@ -385,3 +394,58 @@ def test_killing_redis_loses_no_request(
     assert vendor.state.requests == 1 + 5
     warnings = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_hung_redis_costs_one_short_timeout_not_a_hung_request(
+    vendor: VendorAPI, redis_server: Any, redis_kv: KeyVault
+) -> None:
+    import prometheus_client
+
+    def errors() -> float:
+        value = prometheus_client.REGISTRY.get_sample_value(
+            "keyvault_client_response_cache_total", {"key": "response-cache", "result": "error"}
+        )
+        return value or 0.0
+
+    before = errors()
+    client = redis_kv.client("api/key", base_url=vendor.url)
+    client.post("/v1/messages", json=MESSAGE)
+    redis_server.pause()
+    try:
+        statuses = [client.post("/v1/messages", json=MESSAGE).status_code for _ in range(5)]
+    finally:
+        redis_server.resume()
+    assert statuses == [200] * 5 and vendor.state.requests == 6
+    assert errors() == before + 1  # one timed-out read; then Redis is left alone for 5 s
+
+
+def test_hits_misses_and_merged_requests_are_counted(
+    store: CountingProvider, vendor: VendorAPI, key: str
+) -> None:
+    import prometheus_client
+
+    def sample(name: str, **labels: str) -> float:
+        value = prometheus_client.REGISTRY.get_sample_value(name, {"key": "api/key", **labels})
+        return value or 0.0
+
+    counters = [
+        ("keyvault_client_response_cache_total", {"result": "hit"}),
+        ("keyvault_client_response_cache_total", {"result": "miss"}),
+        ("keyvault_client_merged_requests_total", {}),
+    ]
+    before = [sample(name, **labels) for name, labels in counters]
+    kv = cached_kv(store)
+    client = kv.client("api/key", base_url=vendor.url)
+    vendor.state.delay = 0.3
+    threads = [
+        threading.Thread(target=client.post, args=("/v1/messages",), kwargs={"json": MESSAGE})
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client.post("/v1/messages", json=MESSAGE)
+    after = [sample(name, **labels) for name, labels in counters]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 2]
+    assert vendor.state.requests == 1

@@ -14,17 +14,18 @@ multiplying.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 import anthropic
 import httpx2
 
 from keyvault.client import ClientSettings, refresh_logger, resilience_for
-from keyvault.client.auth import HeaderStyle, KeySource, drive_sync, key_flow
+from keyvault.client.auth import HeaderStyle, KeySource, drive_async, drive_sync, key_flow
 from keyvault.client.cache import KeyCache
 from keyvault.client.http import Resilience, rebuilder
 from keyvault.client.limiter import KeyLimiter
+from keyvault.client.loops import LoopSafeTransports
 from keyvault.client.resilience import NO_RETRIES, TransportErrors
 from keyvault.client.responses import ResponseCache
 
@@ -49,6 +50,22 @@ class KeyAuth2(httpx2.Auth):
         yield from drive_sync(key_flow(request, self.style, self.key_name), self.keys)
 
 
+class AsyncKeyAuth2(KeyAuth2):
+    """The async side of :class:`KeyAuth2` (httpx2's async flow)."""
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        driver = drive_async(key_flow(request, self.style, self.key_name), self.keys)
+        response = None
+        try:
+            while True:
+                request_out = await driver.asend(response)
+                response = yield request_out
+        except StopAsyncIteration:
+            return
+
+
 class _GuardedClient(httpx2.Client):
     """An ``httpx2.Client`` whose ``send`` passes the breaker and the concurrency limit."""
 
@@ -65,21 +82,40 @@ class _GuardedClient(httpx2.Client):
         return response
 
 
+class _AsyncGuardedClient(LoopSafeTransports, httpx2.AsyncClient):
+    """The ``httpx2.AsyncClient`` twin of :class:`_GuardedClient`."""
+
+    def __init__(self, *, resilience: Resilience, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resilience = resilience
+
+    async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        parent = super().send
+        rebuild = rebuilder(kwargs.get("stream", False), httpx2)
+        response: httpx2.Response = await self.resilience.send_async(
+            request, lambda: parent(request, **kwargs), rebuild
+        )
+        return response
+
+
 def build_anthropic(
     cache: KeyCache,
     limiter: KeyLimiter,
     name: str,
     *,
+    asynchronous: bool = False,
     breaker_threshold: int = 5,
     breaker_cooldown: float = 30.0,
     http_options: dict[str, Any] | None = None,
     responses: ResponseCache | None = None,
     **sdk_options: Any,
-) -> anthropic.Anthropic:
-    """``sdk_options`` go to ``anthropic.Anthropic`` (``base_url``, ``max_retries``,
-    ``timeout``...); ``http_options`` to the ``httpx2.Client`` (``proxy``, ``verify``...).
-    The SDK retries (its ``max_retries``); each of its attempts takes a slot of the key's
-    ``limiter``, so it shares the key's limit with every other client of the key."""
+) -> anthropic.Anthropic | anthropic.AsyncAnthropic:
+    """``sdk_options`` go to ``anthropic.Anthropic`` (or ``AsyncAnthropic``: ``base_url``,
+    ``max_retries``, ``timeout``...); ``http_options`` to its ``httpx2`` client (``proxy``,
+    ``verify``...). The SDK retries (its ``max_retries``); each of its attempts takes a slot
+    of the key's ``limiter``, so it shares the key's limit with every other client of it."""
+    if "api_key" in sdk_options:
+        raise TypeError("the key comes from keyvault; do not pass api_key")
     keys = KeySource(cache, on_refresh=refresh_logger(name))
     keys.cache.get()  # not found or wrong environment: fail here, not on the first call
     settings = ClientSettings(
@@ -87,11 +123,15 @@ def build_anthropic(
         breaker_threshold=breaker_threshold,
         breaker_cooldown=breaker_cooldown,
     )
+    resilience = resilience_for(name, settings, limiter, responses, errors=HTTPX2_ERRORS)
+    if asynchronous:
+        async_client = _AsyncGuardedClient(
+            resilience=resilience, auth=AsyncKeyAuth2(keys, name), **(http_options or {})
+        )
+        return anthropic.AsyncAnthropic(
+            api_key=PLACEHOLDER_KEY, http_client=async_client, **sdk_options
+        )
     http_client = _GuardedClient(
-        resilience=resilience_for(name, settings, limiter, responses, errors=HTTPX2_ERRORS),
-        auth=KeyAuth2(keys, name),
-        **(http_options or {}),
+        resilience=resilience, auth=KeyAuth2(keys, name), **(http_options or {})
     )
-    if "api_key" in sdk_options:
-        raise TypeError("the key comes from keyvault; do not pass api_key")
     return anthropic.Anthropic(api_key=PLACEHOLDER_KEY, http_client=http_client, **sdk_options)

@@ -18,6 +18,7 @@ import httpx
 
 from keyvault.client.auth import FINGERPRINT_EXTENSION
 from keyvault.client.limiter import KeyLimiter
+from keyvault.client.loops import LoopSafeTransports
 from keyvault.client.metrics import ClientMetrics
 from keyvault.client.resilience import (
     FAILURE_STATUSES,
@@ -181,7 +182,7 @@ class Resilience:
             cache.flights.land(key, flight, None, exc)
             raise
         stored = StoredResponse.capture(response.status_code, response.headers.multi_items(), body)
-        if storable(response.status_code, response.headers.get("content-type", "")):
+        if storable(response.status_code, response.headers.get("content-type", ""), len(body)):
             yield Step.PUT, (key, stored)
         cache.flights.land(key, flight, stored)
         self.metrics.cache("miss")
@@ -355,7 +356,7 @@ class KeyvaultClient(httpx.Client):
         return response
 
 
-class AsyncKeyvaultClient(httpx.AsyncClient):
+class AsyncKeyvaultClient(LoopSafeTransports, httpx.AsyncClient):
     """The async twin of :class:`KeyvaultClient`."""
 
     def __init__(self, *, resilience: Resilience, **kwargs: Any) -> None:

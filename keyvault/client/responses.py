@@ -139,8 +139,17 @@ def request_key(request: Any, key_name: str, paths: Sequence[str]) -> str | None
     )
 
 
-def storable(status: int, content_type: str) -> bool:
-    return 200 <= status < 300 and "text/event-stream" not in content_type.lower()
+#: larger answers are shared with merged requests but not kept: max_entries bounds the
+#: memory store's count, this its size (10,000 entries of at most 1 MiB)
+MAX_STORED_BODY = 1024 * 1024
+
+
+def storable(status: int, content_type: str, size: int) -> bool:
+    return (
+        200 <= status < 300
+        and "text/event-stream" not in content_type.lower()
+        and size <= MAX_STORED_BODY
+    )
 
 
 # -- stores ---------------------------------------------------------------------------------
