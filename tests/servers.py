@@ -36,7 +36,39 @@ def bao_binary() -> str:
     return found
 
 
-class BaoServer:
+class ServerProcess:
+    """A server in a child process that tests can hang, crash and stop."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections are accepted, nothing answers)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: the port stops answering at once."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)  # a paused server cannot act on TERM
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(10)
+        self._proc = None
+
+
+class BaoServer(ServerProcess):
     """An OpenBao dev server (in memory, unsealed, KV v2 at secret/)."""
 
     def __init__(self) -> None:
@@ -79,26 +111,6 @@ class BaoServer:
             time.sleep(0.1)
         raise RuntimeError(f"bao did not become healthy in {timeout}s")
 
-    def pause(self) -> None:
-        """SIGSTOP: the server hangs (connections are accepted, nothing answers)."""
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGCONT)  # a paused server cannot act on TERM
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(10)
-        self._proc = None
-
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self._home, ignore_errors=True)
@@ -109,7 +121,7 @@ def redis_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """A throwaway Redis on a free loopback port: no persistence, no config file."""
 
     def __init__(self) -> None:
@@ -154,27 +166,6 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not answer PING in 15 s")
 
-    def pause(self) -> None:
-        """SIGSTOP: a Redis that hangs instead of failing (connections open, no answers)."""
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would: the port stops answering at once."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL)
-            self._proc.wait(timeout=10)
-
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
+        super().stop()
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from keyvault.client import CacheSettings, ClientSettings, check_environment
+from keyvault.client.anthropic import PLACEHOLDER_KEY
 from keyvault.client.cache import KeyCache
 from keyvault.client.resilience import CircuitBreaker, RetryPolicy, retry_after_seconds
 from keyvault.config import parse_config
@@ -571,14 +572,19 @@ def test_canary_never_in_logs_errors_or_reprs(
 # -- the Anthropic SDK --------------------------------------------------------------------------
 
 
-def test_anthropic_client_sends_the_current_key(
-    kv: KeyVault, store: CountingProvider, vendor: VendorAPI
-) -> None:
-    from keyvault.client.anthropic import PLACEHOLDER_KEY
-
+@pytest.fixture
+def anthropic_keys(store: CountingProvider, vendor: VendorAPI) -> tuple[str, str]:
+    """anthropic/prod holding a live key, and the value a rotation will bring."""
     old, new = canary("old"), canary("new")
     store.create("anthropic/prod", SecretValue(old))
     vendor.state.add_key(old)
+    return old, new
+
+
+def test_anthropic_client_sends_the_current_key(
+    kv: KeyVault, store: CountingProvider, vendor: VendorAPI, anthropic_keys: tuple[str, str]
+) -> None:
+    old, new = anthropic_keys
     claude = kv.anthropic("anthropic/prod", base_url=vendor.url, max_retries=2)
     message = claude.messages.create(
         model="claude-test", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
@@ -599,13 +605,9 @@ def test_anthropic_client_sends_the_current_key(
 
 
 def test_async_anthropic_sends_the_current_key_from_any_event_loop(
-    kv: KeyVault, store: CountingProvider, vendor: VendorAPI
+    kv: KeyVault, store: CountingProvider, vendor: VendorAPI, anthropic_keys: tuple[str, str]
 ) -> None:
-    from keyvault.client.anthropic import PLACEHOLDER_KEY
-
-    old, new = canary("old"), canary("new")
-    store.create("anthropic/prod", SecretValue(old))
-    vendor.state.add_key(old)
+    old, new = anthropic_keys
     claude = kv.async_anthropic("anthropic/prod", base_url=vendor.url, max_retries=0)
     plain = kv.async_client("anthropic/prod", base_url=vendor.url)
 

@@ -21,7 +21,13 @@ import anthropic
 import httpx2
 
 from keyvault.client import ClientSettings, refresh_logger, resilience_for
-from keyvault.client.auth import HeaderStyle, KeySource, drive_async, drive_sync, key_flow
+from keyvault.client.auth import (
+    HeaderStyle,
+    KeySource,
+    async_key_flow,
+    drive_sync,
+    key_flow,
+)
 from keyvault.client.cache import KeyCache
 from keyvault.client.http import Resilience, rebuilder
 from keyvault.client.limiter import KeyLimiter
@@ -53,17 +59,10 @@ class KeyAuth2(httpx2.Auth):
 class AsyncKeyAuth2(KeyAuth2):
     """The async side of :class:`KeyAuth2` (httpx2's async flow)."""
 
-    async def async_auth_flow(
+    def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        driver = drive_async(key_flow(request, self.style, self.key_name), self.keys)
-        response = None
-        try:
-            while True:
-                request_out = await driver.asend(response)
-                response = yield request_out
-        except StopAsyncIteration:
-            return
+        return async_key_flow(request, self.style, self.key_name, self.keys)
 
 
 class _GuardedClient(httpx2.Client):

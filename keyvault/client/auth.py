@@ -179,6 +179,20 @@ def drive_sync(flow: Flow, keys: KeySource) -> Generator[Any, Any, None]:
         return
 
 
+async def async_key_flow(
+    request: Any, style: HeaderStyle, key_name: str, keys: KeySource
+) -> AsyncGenerator[Any, Any]:
+    """The key flow as an httpx (or httpx2) ``async_auth_flow`` generator."""
+    driver = drive_async(key_flow(request, style, key_name), keys)
+    response = None
+    try:
+        while True:
+            request_out = await driver.asend(response)
+            response = yield request_out
+    except StopAsyncIteration:
+        return
+
+
 async def drive_async(flow: Flow, keys: KeySource) -> AsyncGenerator[Any, Any]:
     try:
         item = next(flow)
@@ -207,17 +221,10 @@ class KeyAuth(httpx.Auth):
     ) -> Generator[httpx.Request, httpx.Response, None]:
         yield from drive_sync(key_flow(request, self.style, self.key_name), self.keys)
 
-    async def async_auth_flow(
+    def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        driver = drive_async(key_flow(request, self.style, self.key_name), self.keys)
-        response = None
-        try:
-            while True:
-                request_out = await driver.asend(response)
-                response = yield request_out
-        except StopAsyncIteration:
-            return
+        return async_key_flow(request, self.style, self.key_name, self.keys)
 
     def __repr__(self) -> str:
         return f"KeyAuth({self.key_name!r}, header={self.style.header!r})"
