@@ -305,7 +305,7 @@ class KeyVault:
             store = RedisStore(
                 client,
                 ttl,
-                lambda: seal_keyring(self.keyset(seal_key)),
+                lambda: seal_keyring(self.keyset(seal_key)),  # memoized by the keyset
                 on_error=lambda _reason: metrics.cache("error"),
             )
         else:

@@ -25,7 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
         (
             "client.py",
             ["--requests", "50", "--rounds", "1"],
-            ["ratio", "aws-secretsmanager-caching"],
+            [
+                "ratio",
+                "aws-secretsmanager-caching",
+                "kv.async_anthropic",
+                "keyvault adds",
+                "limiter",
+            ],
         ),
         ("audit.py", ["--keys", "20"], ["keys/s", "backend calls per key"]),
         ("proxy.py", ["--requests", "50"], ["direct", "through proxy", "ratio"]),
@@ -41,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ),
         ("fleet.py", ["--keys", "300"], ["audit json", "goal"]),
         ("cold_start.py", ["--runs", "1"], ["first kv.client", "vs import httpx", "goal"]),
+        ("response_cache.py", ["--requests", "20", "--rounds", "1"], ["memory cache", "cache hit"]),
     ],
 )
 def test_benchmark_runs(script: str, args: list[str], expected: list[str]) -> None:

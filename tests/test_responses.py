@@ -28,7 +28,7 @@ from keyvault.errors import ConfigError
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
 from tests.fixtures_client import CountingProvider
-from tests.leaks import canary
+from tests.leaks import assert_not_leaked, canary
 from tests.vendor_api import VendorAPI
 
 MESSAGE = {"model": "claude-test", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
@@ -449,3 +449,5 @@ def test_hits_misses_and_merged_requests_are_counted(
     after = [sample(name, **labels) for name, labels in counters]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 2]
     assert vendor.state.requests == 1
+    exposed = prometheus_client.generate_latest().decode()
+    assert_not_leaked(exposed, key, where="the client's metrics")

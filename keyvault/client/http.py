@@ -118,6 +118,8 @@ class Resilience:
             else:
                 self.breaker.record_success()
             self.metrics.request(fingerprint, status, elapsed)
+            if status < 400:  # the common answer: no header to read, nothing to decide
+                return None
             retry_after = retry_after_seconds(response.headers.get("retry-after"))
             if status in PAUSE_STATUSES and retry_after:
                 self.limiter.pause(min(retry_after, self.retry.max_retry_after))
@@ -190,6 +192,8 @@ class Resilience:
 
     def send(self, request: Any, send_once: Callable[[], Any], rebuild: Rebuild) -> Any:
         """:meth:`run` behind the response cache (when one is configured)."""
+        if self.responses is None:  # the common case: no flow to drive
+            return self.run(request, send_once)
         steps = self._through_cache(request, rebuild)
         reply: Any = None
         error: BaseException | None = None
@@ -216,6 +220,8 @@ class Resilience:
     async def send_async(
         self, request: Any, send_once: Callable[[], Awaitable[Any]], rebuild: Rebuild
     ) -> Any:
+        if self.responses is None:
+            return await self.run_async(request, send_once)
         steps = self._through_cache(request, rebuild)
         reply: Any = None
         error: BaseException | None = None
@@ -251,12 +257,13 @@ class Resilience:
 
     def run(self, request: Any, send_once: Callable[[], R]) -> R:
         queued_at = time.perf_counter()
-        self.limiter.acquire()
+        waited = self.limiter.acquire()
         try:
             paused = self.limiter.pause_left()
             if paused:
                 self.sleep(paused)
-            self.metrics.queue_wait(time.perf_counter() - queued_at)
+            if waited or paused:  # the uncontended path skips a histogram observation
+                self.metrics.queue_wait(time.perf_counter() - queued_at)
             attempts = self._attempts(request, queued_at)
             next(attempts)
             while True:
@@ -280,12 +287,13 @@ class Resilience:
         self, request: httpx.Request, send_once: Callable[[], Awaitable[httpx.Response]]
     ) -> httpx.Response:
         queued_at = time.perf_counter()
-        await self.limiter.acquire_async()
+        waited = await self.limiter.acquire_async()
         try:
             paused = self.limiter.pause_left()
             if paused:
                 await self.async_sleep(paused)
-            self.metrics.queue_wait(time.perf_counter() - queued_at)
+            if waited or paused:
+                self.metrics.queue_wait(time.perf_counter() - queued_at)
             attempts = self._attempts(request, queued_at)
             next(attempts)
             while True:
@@ -350,6 +358,8 @@ class KeyvaultClient(httpx.Client):
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         parent = super().send
+        if self.resilience.responses is None:
+            return self.resilience.run(request, lambda: parent(request, **kwargs))
         response: httpx.Response = self.resilience.send(
             request, lambda: parent(request, **kwargs), rebuilder(kwargs.get("stream", False))
         )

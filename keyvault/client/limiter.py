@@ -156,22 +156,23 @@ class KeyLimiter:
         if self._on_depth is not None:
             self._on_depth(len(self._waiters))
 
-    def acquire(self) -> None:
-        """Take a slot, waiting in line; QueueFullError / QueueTimeoutError otherwise."""
+    def acquire(self) -> bool:
+        """Take a slot, waiting in line (True if it had to); QueueFullError or
+        QueueTimeoutError otherwise."""
         with self._lock:
             waiter = self._try_take(_Waiter)
         if waiter is None:
-            return
+            return False
         assert waiter.event is not None
         if waiter.event.wait(self.settings.queue_timeout):
-            return
+            return True
         with self._lock:
             if waiter.granted:  # woken between the timeout and the lock: keep the slot
-                return
+                return True
             self._give_up(waiter)
         raise self._timeout_error()
 
-    async def acquire_async(self) -> None:
+    async def acquire_async(self) -> bool:
         """The same line as :meth:`acquire`, awaited on whichever loop the caller runs."""
         import asyncio
 
@@ -179,16 +180,17 @@ class KeyLimiter:
         with self._lock:
             waiter = self._try_take(lambda: _Waiter(loop, loop.create_future()))
         if waiter is None:
-            return
+            return False
         try:
             await asyncio.wait_for(asyncio.shield(waiter.future), self.settings.queue_timeout)
         except TimeoutError:
             with self._lock:
                 if waiter.granted:
-                    return
+                    return True
                 self._give_up(waiter)
             raise self._timeout_error() from None
         except BaseException:  # cancelled: give the place (or the slot) back
             with self._lock:
                 self._give_up(waiter)
             raise
+        return True

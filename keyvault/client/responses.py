@@ -206,7 +206,11 @@ SEAL_INFO = b"keyvault response cache v1"
 
 def seal_keyring(keyset: KeySet) -> Keyring:
     """AES-GCM keys derived from the seal key's primary (which seals) and secondary (which
-    still opens what was sealed before a rotation)."""
+    still opens what was sealed before a rotation). Derived once per keyset: every hit
+    and fill asks, and the cached keyset is the same object until the key changes."""
+    ring = _RINGS.get(id(keyset))
+    if ring is not None and ring[0] is keyset:
+        return ring[1]
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -215,7 +219,14 @@ def seal_keyring(keyset: KeySet) -> Keyring:
         return MasterKey(material.derive(secret))
 
     versions = [keyset.primary, *([keyset.secondary] if keyset.secondary else [])]
-    return Keyring(derive(version.secret.reveal().encode()) for version in versions)
+    keyring = Keyring(derive(version.secret.reveal().encode()) for version in versions)
+    _RINGS.clear()  # one seal key per process in practice: keep only the latest
+    _RINGS[id(keyset)] = (keyset, keyring)
+    return keyring
+
+
+#: the last keyring derived, by the keyset it came from (held, so its id stays unique)
+_RINGS: dict[int, tuple[KeySet, Keyring]] = {}
 
 
 class RedisStore:
