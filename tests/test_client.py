@@ -655,3 +655,26 @@ def test_prometheus_metrics_by_key_and_fingerprint(
     assert [after - was for after, was in zip(counts(), before, strict=True)] == [1.0, 1.0, 1.0]
     exposition = prometheus_client.generate_latest().decode()
     assert_not_leaked(exposition, valid_key, where="the metrics")
+
+
+def test_client_timeouts_come_from_the_config(store: CountingProvider, valid_key: str) -> None:
+    from keyvault.config import parse_config
+
+    default = KeyVault(
+        parse_config({"providers": {"local": {"type": "file"}}}), providers={"local": store}
+    )
+    assert default.client("api/key").timeout == httpx.Timeout(30.0, connect=5.0)
+    sdk_default = default.anthropic("api/key").timeout  # the SDK's own: long answers
+    configured = KeyVault(
+        parse_config(
+            {
+                "providers": {"local": {"type": "file"}},
+                "client": {"timeout": "2m", "connect_timeout": "3s"},
+            }
+        ),
+        providers={"local": store},
+    )
+    assert configured.client("api/key").timeout == httpx.Timeout(120.0, connect=3.0)
+    assert configured.client("api/key", timeout=1.0).timeout == httpx.Timeout(1.0)
+    assert configured.anthropic("api/key").timeout == 120.0
+    assert sdk_default != 120.0

@@ -141,6 +141,23 @@ def test_a_cancelled_async_waiter_gives_its_place_back() -> None:
     assert limiter.in_flight == 0
 
 
+def test_a_slot_is_not_handed_to_a_waiter_whose_loop_is_closed() -> None:
+    """A waiter left behind by a loop that closed without cancelling it must not swallow
+    the slot: it passes to the next waiter (or back to the pool)."""
+    limiter = KeyLimiter("k", LimitSettings(max_in_flight=1, max_queue=5, queue_timeout=10))
+    limiter.acquire()
+    loop = asyncio.new_event_loop()
+    orphan = loop.create_task(limiter.acquire_async())
+    loop.run_until_complete(asyncio.sleep(0))  # the task queues, then the loop goes away
+    assert limiter.queued == 1
+    loop.close()
+    limiter.release()
+    assert (limiter.in_flight, limiter.queued) == (0, 0)
+    limiter.acquire()  # the slot is usable
+    limiter.release()
+    del orphan
+
+
 def test_async_queue_timeout() -> None:
     limiter = KeyLimiter("k", LimitSettings(max_in_flight=1, max_queue=5, queue_timeout=0.05))
     limiter.acquire()

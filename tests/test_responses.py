@@ -379,6 +379,18 @@ def test_a_tampered_redis_entry_is_a_miss_not_an_answer(
     again = client.post("/v1/messages", json=MESSAGE)
     assert again.status_code == 200 and again.headers["x-keyvault-cache"] == "miss"
     assert vendor.state.requests == 2
+    # a genuine entry copied under another request's name does not answer that request
+    other = {**MESSAGE, "max_tokens": 9}
+    client.post("/v1/messages", json=other)
+    names = raw.keys("keyvault:response:*")
+    assert len(names) == 2
+    first, second = names
+    raw.set(second, raw.get(first))  # both slots now hold first's sealed answer
+    answers = {
+        client.post("/v1/messages", json=body).headers["x-keyvault-cache"]
+        for body in (MESSAGE, other)
+    }
+    assert "hit" in answers and vendor.state.requests == 4  # the moved one was a miss
 
 
 def test_killing_redis_loses_no_request(

@@ -50,15 +50,20 @@ class _Waiter:
         self.loop = loop
         self.future = future
 
-    def wake(self) -> None:
-        self.granted = True
+    def wake(self) -> bool:
+        """Hand this waiter the slot; False when its event loop is closed (nobody is left
+        to use the slot, so it must go to the next waiter instead)."""
         if self.event is not None:
+            self.granted = True
             self.event.set()
-        else:
-            assert self.loop is not None
-            # a closed loop raises RuntimeError: its caller is gone and waits no more
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(_resolve, self.future)
+            return True
+        assert self.loop is not None
+        try:
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+        except RuntimeError:  # "Event loop is closed"
+            return False
+        self.granted = True
+        return True
 
 
 def _resolve(future: Any) -> None:
@@ -139,12 +144,12 @@ class KeyLimiter:
             self._release_locked()
 
     def _release_locked(self) -> None:
-        if self._waiters:
+        while self._waiters:
             waiter = self._waiters.popleft()  # the slot moves to it: in_flight unchanged
             self._depth_changed()
-            waiter.wake()
-        else:
-            self._in_flight -= 1
+            if waiter.wake():
+                return
+        self._in_flight -= 1
 
     def _timeout_error(self) -> QueueTimeoutError:
         return QueueTimeoutError(
