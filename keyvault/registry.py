@@ -301,22 +301,14 @@ class KeyVault:
             client = redis.Redis.from_url(
                 settings.url, socket_timeout=0.5, socket_connect_timeout=0.5
             )
-            metrics = self._metrics("response-cache")
             store = RedisStore(
                 client,
                 ttl,
-                lambda: seal_keyring(self.keyset(seal_key)),  # memoized by the keyset
-                on_error=lambda _reason: metrics.cache("error"),
+                lambda: seal_keyring(self.keyset(seal_key)),  # memoized
             )
         else:
             store = MemoryStore(ttl, settings.max_entries)
         return ResponseCache(store, tuple(settings.paths), Flights())
-
-    @staticmethod
-    def _metrics(name: str) -> Any:
-        from keyvault.client.metrics import ClientMetrics
-
-        return ClientMetrics(name)
 
     def client_settings(self, header: str = "Authorization") -> ClientSettings:
         """The config's ``[client]`` retry policy, for a client sending in ``header``."""

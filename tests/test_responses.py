@@ -415,7 +415,7 @@ def test_a_hung_redis_costs_one_short_timeout_not_a_hung_request(
 
     def errors() -> float:
         value = prometheus_client.REGISTRY.get_sample_value(
-            "keyvault_client_response_cache_total", {"key": "response-cache", "result": "error"}
+            "keyvault_client_response_cache_total", {"key": "api/key", "result": "error"}
         )
         return value or 0.0
 

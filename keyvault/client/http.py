@@ -32,6 +32,7 @@ from keyvault.client.responses import (
     CACHE_HEADER,
     ResponseCache,
     StoredResponse,
+    StoreError,
     storable,
 )
 
@@ -163,7 +164,11 @@ class Resilience:
         key = cache.key_for(request, self.metrics.key) if cache is not None else None
         if cache is None or key is None:
             return (yield Step.SEND, None)
-        stored = yield Step.GET, key
+        try:
+            stored = yield Step.GET, key
+        except StoreError:
+            self.metrics.cache("error")
+            stored = None
         if stored is not None:
             self.metrics.cache("hit")
             return rebuild(stored, request, "hit")
@@ -185,7 +190,10 @@ class Resilience:
             raise
         stored = StoredResponse.capture(response.status_code, response.headers.multi_items(), body)
         if storable(response.status_code, response.headers.get("content-type", ""), len(body)):
-            yield Step.PUT, (key, stored)
+            try:
+                yield Step.PUT, (key, stored)
+            except StoreError:
+                self.metrics.cache("error")
         cache.flights.land(key, flight, stored)
         self.metrics.cache("miss")
         return rebuild(stored, request, "miss")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from keyvault.crypto import Keyring, MasterKey, Sealed
-from keyvault.errors import IntegrityError
+from keyvault.errors import BackendUnavailableError, IntegrityError
 
 if TYPE_CHECKING:
     import asyncio
@@ -44,6 +44,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("keyvault.client")
 
 CACHE_HEADER = "x-keyvault-cache"
+
+
+class StoreError(BackendUnavailableError):
+    """The store could not answer (Redis down or hung) or held an entry that does not open.
+    Never reaches the caller: the request goes upstream and the key's error count grows."""
+
+
 #: headers never replayed from a stored answer: hop-by-hop ones, the framing of the original
 #: body (the stored body is decoded), and cookies (a session is not anyone else's)
 _DROPPED = frozenset(
@@ -156,6 +163,9 @@ def storable(status: int, content_type: str, size: int) -> bool:
 
 
 class Store(Protocol):
+    """Where answers are kept. ``get`` and ``put`` raise :class:`StoreError` when the store
+    cannot serve (a miss and a lost fill to the caller, an error in the metrics)."""
+
     #: whether a call may block on the network (async callers then run it on a thread)
     blocking: bool
 
@@ -245,14 +255,12 @@ class RedisStore:
         *,
         retry_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
-        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.ttl = ttl
         self._keyring = keyring
         self._retry_after = retry_after
         self._clock = clock
-        self._on_error = on_error
         self._down_until = 0.0
         self._warned = False
         self._errors: tuple[type[Exception], ...] = _redis_errors()
@@ -260,10 +268,8 @@ class RedisStore:
     def _usable(self) -> bool:
         return self._clock() >= self._down_until
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: Exception) -> StoreError:
         self._down_until = self._clock() + self._retry_after
-        if self._on_error is not None:
-            self._on_error(type(exc).__name__)
         if not self._warned:
             self._warned = True
             log.warning(
@@ -271,6 +277,7 @@ class RedisStore:
                 "answers again",
                 type(exc).__name__,
             )
+        return StoreError(f"Redis: {type(exc).__name__}")
 
     def _recovered(self) -> None:
         if self._warned:
@@ -283,17 +290,15 @@ class RedisStore:
         try:
             raw = self.client.get(self.PREFIX + key)
         except self._errors as exc:
-            self._failed(exc)
-            return None
+            raise self._failed(exc) from None
         self._recovered()
         if raw is None:
             return None
         try:
             return StoredResponse.decode(self._open(raw, key))
         except (IntegrityError, msgspec.DecodeError, ValueError, TypeError):
-            if self._on_error is not None:
-                self._on_error("unreadable")
-            return None  # sealed under a key we no longer hold, or not ours: a miss
+            # sealed under a key we no longer hold, edited, or moved from another slot
+            raise StoreError("an entry that does not open") from None
 
     def put(self, key: str, value: StoredResponse) -> None:
         if not self._usable():
@@ -303,7 +308,7 @@ class RedisStore:
         try:
             self.client.set(self.PREFIX + key, blob, px=max(1, int(self.ttl * 1000)))
         except self._errors as exc:
-            self._failed(exc)
+            raise self._failed(exc) from None
 
     def _open(self, raw: bytes, key: str) -> bytes:
         key_id, nonce, ciphertext = msgspec.msgpack.decode(raw)
