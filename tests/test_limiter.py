@@ -166,6 +166,69 @@ def test_async_queue_timeout() -> None:
     assert (limiter.in_flight, limiter.queued) == (1, 0)
 
 
+def test_no_slot_leaks_under_timeouts_cancellations_and_two_loops() -> None:
+    """Threads and tasks on two loops take, hold and give back slots while some time out
+    and some are cancelled mid-wait: afterwards every slot is free and nobody is queued, and
+    at no moment were more than max_in_flight held."""
+    import random
+
+    limiter = KeyLimiter("k", LimitSettings(max_in_flight=3, max_queue=1000, queue_timeout=0.02))
+    held = 0
+    peak = 0
+    lock = threading.Lock()
+    rng = random.Random(7)
+
+    def hold(seconds: float) -> None:
+        nonlocal held, peak
+        with lock:
+            held += 1
+            peak = max(peak, held)
+        time.sleep(seconds)
+        with lock:
+            held -= 1
+
+    def thread_worker(seed: int) -> None:
+        local = random.Random(seed)
+        for _ in range(30):
+            try:
+                limiter.acquire()
+            except QueueTimeoutError:
+                continue
+            try:
+                hold(local.uniform(0, 0.003))
+            finally:
+                limiter.release()
+
+    async def task_worker(seed: int) -> None:
+        local = random.Random(seed)
+        for _ in range(30):
+            try:
+                await limiter.acquire_async()
+            except QueueTimeoutError:
+                continue
+            try:
+                assert limiter.in_flight <= 3
+                await asyncio.sleep(local.uniform(0, 0.003))
+            finally:
+                limiter.release()
+
+    async def loop_main(seed: int) -> None:
+        tasks = [asyncio.ensure_future(task_worker(seed * 100 + i)) for i in range(8)]
+        await asyncio.sleep(0.05)
+        for task in rng.sample(tasks, 3):  # cancelled wherever they are: waiting or holding
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    threads = [threading.Thread(target=thread_worker, args=(i,)) for i in range(8)]
+    threads += [threading.Thread(target=lambda i=i: asyncio.run(loop_main(i))) for i in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak <= 3
+    assert (limiter.in_flight, limiter.queued) == (0, 0)
+
+
 def test_a_pause_is_measured_on_the_limiters_clock() -> None:
     now = [100.0]
     limiter = KeyLimiter("k", clock=lambda: now[0])
