@@ -262,6 +262,29 @@ def test_a_merged_request_shares_the_leaders_error_answer(
     assert answers == [400] * 5 and vendor.state.requests == 1
 
 
+def test_a_cancelled_leader_leaves_its_followers_to_send_their_own(
+    store: CountingProvider, vendor: VendorAPI, key: str
+) -> None:
+    kv = cached_kv(store)
+    client = kv.async_client("api/key", base_url=vendor.url)
+    vendor.state.delay = 0.3
+
+    async def scene() -> httpx.Response:
+        leader = asyncio.ensure_future(client.post("/v1/messages", json=MESSAGE))
+        while vendor.state.requests == 0:
+            await asyncio.sleep(0.005)
+        follower = asyncio.ensure_future(client.post("/v1/messages", json=MESSAGE))
+        await asyncio.sleep(0.05)  # the follower waits on the leader's flight
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        return await follower  # not cancelled with it: it sends its own request
+
+    answer = asyncio.run(scene())
+    assert answer.status_code == 200 and answer.headers["x-keyvault-cache"] == "miss"
+    assert vendor.state.requests == 2
+
+
 def test_kv_anthropic_uses_the_cache(store: CountingProvider, vendor: VendorAPI, key: str) -> None:
     kv = cached_kv(store)
     claude = kv.anthropic("api/key", base_url=vendor.url, max_retries=0)

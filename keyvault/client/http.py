@@ -172,21 +172,26 @@ class Resilience:
         if stored is not None:
             self.metrics.cache("hit")
             return rebuild(stored, request, "hit")
-        flight, leader = cache.flights.join(key)
-        if not leader:
+        while True:
+            flight, leader = cache.flights.join(key)
+            if leader:
+                break
             shared = yield Step.WAIT, flight
-            if shared is None:  # the leader's answer was a stream: send our own
-                return (yield Step.SEND, None)
-            self.metrics.merged()
-            return rebuild(shared, request, "merged")
+            if shared is not None:
+                self.metrics.merged()
+                return rebuild(shared, request, "merged")
+            # the leader had nothing to share (a stream, or it was cancelled): lead anew
         try:
             response = yield Step.SEND, None
             if not _shareable(response):
                 cache.flights.land(key, flight, None)
                 return response
             body = yield Step.READ, response
-        except BaseException as exc:
+        except Exception as exc:  # followers share the failure, as they share answers
             cache.flights.land(key, flight, None, exc)
+            raise
+        except BaseException:  # the leader was cancelled: followers send their own
+            cache.flights.land(key, flight, None)
             raise
         stored = StoredResponse.capture(response.status_code, response.headers.multi_items(), body)
         if storable(response.status_code, response.headers.get("content-type", ""), len(body)):
