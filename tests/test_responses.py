@@ -486,3 +486,22 @@ def test_hits_misses_and_merged_requests_are_counted(
     assert vendor.state.requests == 1
     exposed = prometheus_client.generate_latest().decode()
     assert_not_leaked(exposed, key, where="the client's metrics")
+
+
+def test_a_seal_key_that_cannot_be_read_sends_requests_upstream(
+    vendor: VendorAPI, redis_kv: KeyVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keyvault.errors import BackendUnavailableError
+
+    client = redis_kv.client("api/key", base_url=vendor.url)
+    keyset = redis_kv.keyset
+
+    def seal_key_down(name: str) -> Any:
+        if name == "cache/seal":
+            raise BackendUnavailableError("the store is down (test)")
+        return keyset(name)
+
+    monkeypatch.setattr(redis_kv, "keyset", seal_key_down)
+    answers = [client.post("/v1/messages", json=MESSAGE) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert vendor.state.requests == 2  # nothing was sealed, so nothing was kept

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from keyvault.crypto import Keyring, MasterKey, Sealed
-from keyvault.errors import BackendUnavailableError, IntegrityError
+from keyvault.errors import BackendUnavailableError, IntegrityError, KeyvaultError
 
 if TYPE_CHECKING:
     import asyncio
@@ -303,18 +303,24 @@ class RedisStore:
     def put(self, key: str, value: StoredResponse) -> None:
         if not self._usable():
             return
-        sealed = self._keyring().seal(value.encode(), key.encode())
+        sealed = self._ring().seal(value.encode(), key.encode())
         blob = msgspec.msgpack.encode((sealed.key_id, sealed.nonce, sealed.ciphertext))
         try:
             self.client.set(self.PREFIX + key, blob, px=max(1, int(self.ttl * 1000)))
         except self._errors as exc:
             raise self._failed(exc) from None
 
+    def _ring(self) -> Keyring:
+        """The seal keys; a seal key that cannot be read is the cache's problem, never the
+        request's (it goes upstream)."""
+        try:
+            return self._keyring()
+        except KeyvaultError as exc:
+            raise StoreError(f"the seal key cannot be read ({type(exc).__name__})") from None
+
     def _open(self, raw: bytes, key: str) -> bytes:
         key_id, nonce, ciphertext = msgspec.msgpack.decode(raw)
-        return self._keyring().open(
-            Sealed(str(key_id), bytes(nonce), bytes(ciphertext)), key.encode()
-        )
+        return self._ring().open(Sealed(str(key_id), bytes(nonce), bytes(ciphertext)), key.encode())
 
 
 def _redis_errors() -> tuple[type[Exception], ...]:
