@@ -175,6 +175,10 @@ class ResponseCacheConfig(Strict, frozen=True):
     ttl: Duration = Duration.of(minutes=10)
     max_entries: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
     paths: list[str] = field(default_factory=list)
+    #: request headers that change the answer, part of every entry's key
+    vary: list[str] = field(
+        default_factory=lambda: ["accept", "anthropic-version", "anthropic-beta"]
+    )
     #: a keyvault key whose value seals the Redis entries (AES-GCM under an HKDF of it)
     seal_key: KeyName | None = None
 

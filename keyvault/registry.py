@@ -308,7 +308,7 @@ class KeyVault:
             )
         else:
             store = MemoryStore(ttl, settings.max_entries)
-        return ResponseCache(store, tuple(settings.paths), Flights())
+        return ResponseCache(store, tuple(settings.paths), Flights(), tuple(settings.vary))
 
     def client_settings(self, header: str = "Authorization") -> ClientSettings:
         """The config's ``[client]`` retry policy, for a client sending in ``header``."""

@@ -81,6 +81,19 @@ def test_any_part_changes_the_key(change: dict[str, Any]) -> None:
     assert changed != base
 
 
+def test_headers_that_change_the_answer_are_part_of_the_key() -> None:
+    def key(*varying: tuple[str, str]) -> str | None:
+        return cache_key("POST", "https", "h", "/v1/messages", b"{}", "k", varying)
+
+    plain = key()
+    beta = key(("anthropic-beta", "tools-2026-01-01"))
+    assert len({plain, beta, key(("anthropic-version", "2023-06-01"))}) == 3
+    assert key(("Anthropic-Beta", "tools-2026-01-01")) == beta  # names in any case
+    assert key(("accept", "a"), ("anthropic-beta", "b")) == key(
+        ("anthropic-beta", "b"), ("accept", "a")
+    )
+
+
 def test_a_streamed_request_has_no_key_and_a_non_json_body_is_hashed_as_sent() -> None:
     assert cache_key("POST", "https", "h", "/v1/messages", b'{"stream": true}', "k") is None
     assert canonical_body(b"not json") == (b"raw:not json", False)
@@ -157,6 +170,8 @@ def test_an_identical_request_is_answered_from_the_cache(
     assert first.json() == second.json() and vendor.state.requests == 1
     other = client.post("/v1/messages", json={**MESSAGE, "max_tokens": 9})
     assert other.headers["x-keyvault-cache"] == "miss" and vendor.state.requests == 2
+    beta = client.post("/v1/messages", json=MESSAGE, headers={"anthropic-beta": "x-2026"})
+    assert beta.headers["x-keyvault-cache"] == "miss" and vendor.state.requests == 3
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 
 Opt-in per path prefix (``[client.response_cache] paths``). An entry's key is a SHA-256
 over the method, the URL's scheme, host, path and query, the body as canonical JSON (sorted
-keys, no whitespace) and the keyvault key's *name* (never its value): two apps on different
-keys never share an entry, and neither does one key against two hosts. Only 2xx answers to
+keys, no whitespace), the keyvault key's *name* (never its value) and the request's values
+of the headers that change the answer (``vary``: ``anthropic-version``, ``anthropic-beta``,
+``accept``): two apps on different keys never share an entry, nor one key against two
+hosts, nor a request with a beta flag and one without. Only 2xx answers to
 requests that are not streamed are kept; ``"stream": true`` bodies, ``text/event-stream``
 answers and requests saying ``Cache-Control: no-store`` pass straight through.
 
@@ -113,21 +115,37 @@ def canonical_body(body: bytes) -> tuple[bytes, bool]:
     return b"json:" + text.encode(), streamed
 
 
+#: request headers that change the answer, so they are part of an entry's key: the Claude
+#: API's version and beta flags, and what the caller accepts
+DEFAULT_VARY = ("accept", "anthropic-version", "anthropic-beta")
+
+
 def cache_key(
-    method: str, scheme: str, host: str, path_and_query: str, body: bytes, key_name: str
+    method: str,
+    scheme: str,
+    host: str,
+    path_and_query: str,
+    body: bytes,
+    key_name: str,
+    varying: Sequence[tuple[str, str]] = (),
 ) -> str | None:
-    """The entry's key, or None when the request must not be cached (a streamed one)."""
+    """The entry's key, or None when the request must not be cached (a streamed one).
+    ``varying`` holds the request's values of the headers that change the answer."""
     canonical, streamed = canonical_body(body)
     if streamed:
         return None
     digest = hashlib.sha256()
     for part in (method.upper(), scheme, host, path_and_query, key_name):
         digest.update(part.encode() + b"\x00")
+    for name, value in sorted((name.lower(), value) for name, value in varying):
+        digest.update(f"{name}:{value}".encode() + b"\x00")
     digest.update(canonical)
     return digest.hexdigest()
 
 
-def request_key(request: Any, key_name: str, paths: Sequence[str]) -> str | None:
+def request_key(
+    request: Any, key_name: str, paths: Sequence[str], vary: Sequence[str] = DEFAULT_VARY
+) -> str | None:
     """The cache key of an httpx (or httpx2) request on a cached path, else None."""
     if request.method not in CACHEABLE_METHODS:
         return None
@@ -141,8 +159,9 @@ def request_key(request: Any, key_name: str, paths: Sequence[str]) -> str | None
     except Exception:  # a streaming body not read yet: never buffered here just to cache
         return None
     raw_path = url.raw_path.decode("ascii", "replace")
+    varying = [(name, value) for name in vary for value in request.headers.get_list(name)]
     return cache_key(
-        request.method, url.scheme, url.netloc.decode("ascii"), raw_path, body, key_name
+        request.method, url.scheme, url.netloc.decode("ascii"), raw_path, body, key_name, varying
     )
 
 
@@ -416,6 +435,7 @@ class ResponseCache:
     store: Store
     paths: tuple[str, ...]
     flights: Flights
+    vary: tuple[str, ...] = DEFAULT_VARY
 
     def key_for(self, request: Any, key_name: str) -> str | None:
-        return request_key(request, key_name, self.paths)
+        return request_key(request, key_name, self.paths, self.vary)
