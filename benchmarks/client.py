@@ -132,6 +132,45 @@ def bench_overhead(kv: KeyVault, raw: str) -> None:
         f"keyvault adds {(mine - base) * 1e6:.1f} us"
     )
 
+    import httpx2
+
+    answer = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-test",
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+
+    def handler2(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json=answer)
+
+    sdk = anthropic.Anthropic(
+        api_key=raw,
+        base_url="http://bench",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler2)),
+    )
+    kv_sdk = kv.anthropic(
+        "api/key",
+        base_url="http://bench",
+        http_options={"transport": httpx2.MockTransport(handler2)},
+    )
+    messages = [{"role": "user", "content": "hi"}]
+
+    def create(client: anthropic.Anthropic) -> object:
+        return client.messages.create(model="claude-test", max_tokens=8, messages=messages)  # type: ignore[arg-type]
+
+    sdk_base = per_call(lambda: create(sdk), 300)
+    sdk_mine = per_call(lambda: create(kv_sdk), 300)
+    print(f"  plain anthropic      : {sdk_base * 1e6:8.1f} us")
+    print(
+        f"  kv.anthropic         : {sdk_mine * 1e6:8.1f} us   "
+        f"keyvault adds {(sdk_mine - sdk_base) * 1e6:.1f} us ({sdk_base / sdk_mine:.3f}x)"
+    )
+
 
 def bench_anthropic(kv: KeyVault, vendor: VendorAPI, raw: str, count: int, rounds: int) -> None:
     plain = anthropic.Anthropic(api_key=raw, base_url=vendor.url)
