@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyvault.client.auth import HeaderStyle, KeyAuth, KeySource
 from keyvault.client.cache import DEFAULT_MAX_STALE, DEFAULT_TTL, KeyCache
@@ -12,9 +12,11 @@ from keyvault.client.http import AsyncKeyvaultClient, KeyvaultClient, Resilience
 from keyvault.client.limiter import KeyLimiter, LimitSettings
 from keyvault.client.metrics import ClientMetrics
 from keyvault.client.resilience import CircuitBreaker, RetryPolicy
-from keyvault.client.responses import ResponseCache
 from keyvault.errors import EnvironmentMismatch
 from keyvault.model import KeySet
+
+if TYPE_CHECKING:
+    from keyvault.client.responses import ResponseCache
 
 __all__ = [
     "AsyncKeyvaultClient",

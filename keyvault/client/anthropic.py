@@ -15,7 +15,7 @@ multiplying.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx2
@@ -33,7 +33,9 @@ from keyvault.client.http import Resilience, rebuilder
 from keyvault.client.limiter import KeyLimiter
 from keyvault.client.loops import LoopSafeTransports
 from keyvault.client.resilience import NO_RETRIES, TransportErrors
-from keyvault.client.responses import ResponseCache
+
+if TYPE_CHECKING:
+    from keyvault.client.responses import ResponseCache
 
 #: what the SDK is told its key is; the auth flow replaces it on every request
 PLACEHOLDER_KEY = "keyvault-managed-key-never-sent"

@@ -12,7 +12,7 @@ import enum
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 
@@ -28,13 +28,9 @@ from keyvault.client.resilience import (
     TransportErrors,
     retry_after_seconds,
 )
-from keyvault.client.responses import (
-    CACHE_HEADER,
-    ResponseCache,
-    StoredResponse,
-    StoreError,
-    storable,
-)
+
+if TYPE_CHECKING:  # the cache's module loads with the first configured cache, not before
+    from keyvault.client.responses import ResponseCache, StoredResponse
 
 
 class _Response(Protocol):
@@ -58,7 +54,7 @@ class Step(enum.Enum):
 
 
 #: builds the client's own response type from a stored answer, marked hit|miss|merged
-Rebuild = Callable[[StoredResponse, Any, str], Any]
+Rebuild = Callable[["StoredResponse", Any, str], Any]
 #: answers whose Retry-After pauses the whole key, not just this request
 PAUSE_STATUSES = frozenset({429, 529})
 #: one attempt's result, as the retry loop receives it
@@ -160,6 +156,8 @@ class Resilience:
         yields what to do (send through the limit and retries, ask or fill the store, wait
         for a flight, read a body) and the sync and async drivers do it. A hit and a merged
         request take no slot and make no upstream call."""
+        from keyvault.client.responses import StoredResponse, StoreError, storable
+
         cache = self.responses
         key = cache.key_for(request, self.metrics.key) if cache is not None else None
         if cache is None or key is None:
@@ -349,6 +347,8 @@ def rebuilder(streamed: bool, http: Any = httpx) -> Rebuild:
     ``stream=True`` send, whose caller iterates it (the proxy's ``aiter_raw``)."""
 
     def rebuild(stored: StoredResponse, request: Any, how: str) -> Any:
+        from keyvault.client.responses import CACHE_HEADER
+
         headers = [*stored.headers, (CACHE_HEADER, how)]
         if not streamed:
             return http.Response(
