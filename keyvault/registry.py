@@ -8,10 +8,11 @@ import base64
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
 
 from keyvault.access import ChainedFile, reading
 from keyvault.config import Config, find_config, load_config
@@ -41,8 +42,7 @@ if TYPE_CHECKING:
 DEFAULT_READ_TIMEOUT = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderFailure:
+class ProviderFailure(msgspec.Struct, frozen=True):
     """A provider that could not be read while listing; the others still are."""
 
     provider: str

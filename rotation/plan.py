@@ -6,10 +6,11 @@ disagree. No I/O here: the caller reads the key, the clocks and the issuer's kin
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+
+import msgspec
 
 from keyvault.model import KeyInfo
 from rotation.config import PolicyConfig
@@ -66,7 +67,7 @@ def plan(
     steps: list[Step] = []
     if retire_due(info, policy, now, force):
         steps.append(Step.RETIRE)
-        info = dataclasses.replace(info, previous=None)
+        info = msgspec.structs.replace(info, previous=None)
     status = key_status(info, policy, now)
     idle = Result.RETIRED if steps else Result.UNCHANGED
     if info.previous is not None:

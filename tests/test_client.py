@@ -248,7 +248,7 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     policy = RetryPolicy(rng=lambda: 1.0)
-    assert policy.delay(0) == 0.5 and policy.delay(3) == 4.0 and policy.delay(10) == 8.0
+    assert policy.delay(0) == 1.0 and policy.delay(2) == 4.0 and policy.delay(10) == 8.0
     assert policy.delay(0, retry_after=120) is None, "too long a Retry-After is not waited for"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections import Counter
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import msgspec
 import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
@@ -433,7 +433,7 @@ def test_same_token_stage_race_leaves_the_winner_described(aws_provider: AwsProv
 
     before_winner = aws_provider.describe("race2")
     original = aws_provider.describe
-    stale_read = dataclasses.replace(before_winner, pending=None)  # read before the winner
+    stale_read = msgspec.structs.replace(before_winner, pending=None)  # read before the winner
     aws_provider.describe = lambda name: stale_read if name == "race2" else original(name)  # type: ignore[method-assign]
     aws_provider._versions = lambda name: {}  # type: ignore[method-assign]
 

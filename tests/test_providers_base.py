@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from keyvault.errors import ConflictError, KeyExistsError, KeyNotFoundError
@@ -60,8 +61,9 @@ def test_missing_key(provider: KeyProvider, key_name: Names) -> None:
 def _has_no_secret(value: object) -> bool:
     if isinstance(value, SecretValue):
         return False
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return all(_has_no_secret(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, msgspec.Struct):  # the model's values (KeyInfo, VersionInfo...)
+        return all(_has_no_secret(getattr(value, f)) for f in value.__struct_fields__)
+    assert not dataclasses.is_dataclass(value), f"a {type(value).__name__} was not looked into"
     return True
 
 

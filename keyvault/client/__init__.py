@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from keyvault.client.auth import HeaderStyle, KeyAuth, KeySource
 from keyvault.client.cache import DEFAULT_MAX_STALE, DEFAULT_TTL, KeyCache
@@ -37,20 +38,18 @@ __all__ = [
 ENV_VAR = "KEYVAULT_ENV"
 
 
-@dataclass(frozen=True)
-class CacheSettings:
+class CacheSettings(msgspec.Struct, frozen=True):
     ttl: float = DEFAULT_TTL
     max_stale: float = DEFAULT_MAX_STALE
     jitter: float = 0.1
 
 
-@dataclass(frozen=True)
-class ClientSettings:
+class ClientSettings(msgspec.Struct, frozen=True):
     """What a client does around each request; every field has a production default.
     The limit on requests in flight is the key's (:class:`LimitSettings`), not a client's."""
 
     header: str = "Authorization"
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     breaker_threshold: int = 5
     breaker_cooldown: float = 30.0
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncGenerator, Callable, Generator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+import msgspec
 
 from keyvault.client.cache import KeyCache
 from keyvault.errors import InvalidKeyValue
@@ -38,16 +38,14 @@ class _Response(Protocol):
     status_code: int
 
 
-@dataclass(frozen=True, slots=True)
-class NeedKeys:
+class NeedKeys(msgspec.Struct, frozen=True):
     """The flow asks its driver for a keyset: cached, or refetched past ``seen``."""
 
     refresh: bool
     seen: KeySet | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderStyle:
+class HeaderStyle(msgspec.Struct, frozen=True):
     """How a key is written into a request: ``Authorization: Bearer <key>`` or a raw header."""
 
     header: str = "Authorization"

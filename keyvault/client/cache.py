@@ -16,7 +16,8 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from keyvault.errors import EnvironmentMismatch, KeyvaultError
 from keyvault.model import KeySet
@@ -29,8 +30,7 @@ DEFAULT_MAX_STALE = 3600.0
 STALE_RETRY_INTERVAL = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
+class CacheEntry(msgspec.Struct, frozen=True):
     keyset: KeySet
     fetched_at: float  # monotonic time of the successful fetch
     fresh_until: float  # monotonic time after which a get() asks the backend

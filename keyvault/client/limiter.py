@@ -19,8 +19,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from keyvault.errors import QueueFullError, QueueTimeoutError
 
@@ -32,8 +33,7 @@ DEFAULT_MAX_QUEUE = 100
 DEFAULT_QUEUE_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True)
-class LimitSettings:
+class LimitSettings(msgspec.Struct, frozen=True):
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     max_queue: int = DEFAULT_MAX_QUEUE
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT

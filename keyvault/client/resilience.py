@@ -15,15 +15,16 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
+import msgspec
 
 from keyvault.errors import CircuitOpenError
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+#: a 500 is usually a bug upstream, not a blip: not retried unless configured
+RETRY_STATUSES = frozenset({429, 502, 503, 504, 529})
 #: statuses after which repeating even a non-idempotent request is safe: the server says
 #: it did not process it
 SAFE_FOR_ANY_METHOD = frozenset({429, 503})
@@ -31,8 +32,7 @@ SAFE_FOR_ANY_METHOD = frozenset({429, 503})
 FAILURE_STATUSES = frozenset({500, 502, 503, 504, 529})
 
 
-@dataclass(frozen=True)
-class TransportErrors:
+class TransportErrors(msgspec.Struct, frozen=True):
     """Which exceptions mean "the network failed", and which of them "before sending".
     httpx and httpx2 (the Anthropic SDK's) have the same tree under different modules."""
 
@@ -64,19 +64,18 @@ def retry_after_seconds(
     return max(0.0, (when - current).total_seconds())
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(msgspec.Struct, frozen=True):
     """Exponential backoff with full jitter, honouring Retry-After, for safe requests only."""
 
     max_attempts: int = 3  # in all, the first one included
-    backoff: float = 0.5  # seconds; attempt n waits up to backoff * 2**n
+    backoff: float = 1.0  # seconds; attempt n waits up to backoff * 2**n
     max_backoff: float = 8.0
     max_retry_after: float = 60.0  # a longer Retry-After is not waited for: fail instead
     statuses: frozenset[int] = RETRY_STATUSES
     #: also repeat non-idempotent methods (POST) after a failure: for APIs where a repeated
     #: request does no harm (the Claude API), never for one where it pays twice
     all_methods: bool = False
-    rng: Callable[[], float] = field(default=random.random, compare=False)
+    rng: Callable[[], float] = random.random
 
     def _repeatable(self, method: str) -> bool:
         return self.all_methods or method.upper() in IDEMPOTENT_METHODS

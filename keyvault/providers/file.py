@@ -27,10 +27,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import msgspec
 
 from keyvault.access import GENESIS, AccessEvent, Broken, check_chain, current_action
 from keyvault.actor import current_actor
@@ -183,8 +185,7 @@ _KEY_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class KeyRow:
+class KeyRow(msgspec.Struct, frozen=True):
     name: str
     environment: str | None
     next_version: int
