@@ -121,7 +121,8 @@ def describe(exc: msgspec.ValidationError) -> str:
         message = named["rest"]
     if message.startswith("Invalid value") and fields and fields[-1] == "type":
         message = f"unknown type {message.removeprefix('Invalid value ')}"
-    message = message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
+    if message.startswith("Expected "):  # msgspec's type errors, in the style of ours
+        message = "e" + message[1:]
     return f" {'.'.join(fields)}: {message}" if fields else f": {message}"
 
 
