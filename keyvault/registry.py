@@ -282,7 +282,6 @@ class KeyVault:
             RedisStore,
             ResponseCache,
             Store,
-            seal_keyring,
         )
 
         ttl = settings.ttl.total_seconds()
@@ -301,11 +300,7 @@ class KeyVault:
             client = redis.Redis.from_url(
                 settings.url, socket_timeout=0.5, socket_connect_timeout=0.5
             )
-            store = RedisStore(
-                client,
-                ttl,
-                lambda: seal_keyring(self.keyset(seal_key)),  # memoized
-            )
+            store = RedisStore(client, ttl, lambda: self.keyset(seal_key))
         else:
             store = MemoryStore(ttl, settings.max_entries)
         return ResponseCache(store, tuple(settings.paths), Flights(), tuple(settings.vary))

@@ -14,8 +14,10 @@ from keyvault.config import parse_config
 from keyvault.crypto import Keyring, MasterKey
 from keyvault.errors import BackendUnavailableError
 from keyvault.model import KeySet
+from keyvault.providers.base import KeyProvider
 from keyvault.providers.file import FileProvider
 from keyvault.registry import KeyVault
+from keyvault.secret import SecretValue
 
 
 class CountingProvider(FileProvider):
@@ -49,6 +51,18 @@ def kv(store: CountingProvider, monkeypatch: pytest.MonkeyPatch) -> KeyVault:
     monkeypatch.delenv("KEYVAULT_ENV", raising=False)
     config = parse_config({"providers": {"local": {"type": "file"}}})
     return KeyVault(config, providers={"local": store})
+
+
+def rotate(store: KeyProvider, name: str, value: str) -> None:
+    """One rotation straight on a provider: retire any previous, stage, promote."""
+    info = store.describe(name)
+    if info.previous is not None:  # a promotion never drops an unretired previous
+        info = store.retire(name, expected_previous=info.previous.version)
+    staged = store.stage(name, SecretValue(value))
+    assert staged.pending is not None
+    store.promote(
+        name, pending_version=staged.pending.version, expected_current=info.current.version
+    )
 
 
 @pytest.fixture

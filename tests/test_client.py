@@ -22,24 +22,11 @@ from keyvault.errors import (
     EnvironmentMismatch,
 )
 from keyvault.model import KeySet, KeyVersion
-from keyvault.providers.file import FileProvider
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue, fingerprint
-from tests.fixtures_client import CountingProvider
+from tests.fixtures_client import CountingProvider, rotate
 from tests.leaks import assert_not_leaked, canary
 from tests.vendor_api import VendorAPI
-
-
-def rotate(store: FileProvider, name: str, value: str) -> None:
-    info = store.describe(name)
-    if info.previous is not None:  # a promotion never drops an unretired previous
-        info = store.retire(name, expected_previous=info.previous.version)
-    staged = store.stage(name, SecretValue(value))
-    assert staged.pending is not None
-    store.promote(
-        name, pending_version=staged.pending.version, expected_current=info.current.version
-    )
-
 
 Mode = str
 MODES = ["sync", "async"]

@@ -27,7 +27,7 @@ from keyvault.config import parse_config
 from keyvault.errors import ConfigError
 from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
-from tests.fixtures_client import CountingProvider
+from tests.fixtures_client import CountingProvider, rotate
 from tests.leaks import assert_not_leaked, canary
 from tests.vendor_api import VendorAPI
 
@@ -520,3 +520,24 @@ def test_a_seal_key_that_cannot_be_read_sends_requests_upstream(
     answers = [client.post("/v1/messages", json=MESSAGE) for _ in range(2)]
     assert [a.status_code for a in answers] == [200, 200]
     assert vendor.state.requests == 2  # nothing was sealed, so nothing was kept
+
+
+def test_entries_outlive_a_seal_key_rotation_until_the_old_key_is_retired(
+    vendor: VendorAPI, redis_kv: KeyVault
+) -> None:
+    client = redis_kv.client("api/key", base_url=vendor.url)
+    seal = redis_kv.cache("cache/seal")
+    assert client.post("/v1/messages", json=MESSAGE).headers["x-keyvault-cache"] == "miss"
+    provider = redis_kv.provider("local")
+    rotate(provider, "cache/seal", canary("seal-2"))
+    seal.invalidate()
+    # sealed under the old primary, now the secondary: still opens
+    assert client.post("/v1/messages", json=MESSAGE).headers["x-keyvault-cache"] == "hit"
+    info = provider.describe("cache/seal")
+    assert info.previous is not None
+    provider.retire("cache/seal", expected_previous=info.previous.version)
+    seal.invalidate()
+    # the old key is gone: its entry no longer opens, so it is a miss and is sealed anew
+    assert client.post("/v1/messages", json=MESSAGE).headers["x-keyvault-cache"] == "miss"
+    assert client.post("/v1/messages", json=MESSAGE).headers["x-keyvault-cache"] == "hit"
+    assert vendor.state.requests == 2

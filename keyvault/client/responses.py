@@ -235,11 +235,7 @@ SEAL_INFO = b"keyvault response cache v1"
 
 def seal_keyring(keyset: KeySet) -> Keyring:
     """AES-GCM keys derived from the seal key's primary (which seals) and secondary (which
-    still opens what was sealed before a rotation). Derived once per keyset: every hit
-    and fill asks, and the cached keyset is the same object until the key changes."""
-    ring = _RINGS.get(id(keyset))
-    if ring is not None and ring[0] is keyset:
-        return ring[1]
+    still opens what was sealed before a rotation)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -248,14 +244,7 @@ def seal_keyring(keyset: KeySet) -> Keyring:
         return MasterKey(material.derive(secret))
 
     versions = [keyset.primary, *([keyset.secondary] if keyset.secondary else [])]
-    keyring = Keyring(derive(version.secret.reveal().encode()) for version in versions)
-    _RINGS.clear()  # one seal key per process in practice: keep only the latest
-    _RINGS[id(keyset)] = (keyset, keyring)
-    return keyring
-
-
-#: the last keyring derived, by the keyset it came from (held, so its id stays unique)
-_RINGS: dict[int, tuple[KeySet, Keyring]] = {}
+    return Keyring(derive(version.secret.reveal().encode()) for version in versions)
 
 
 class RedisStore:
@@ -270,14 +259,16 @@ class RedisStore:
         self,
         client: Any,
         ttl: float,
-        keyring: Callable[[], Keyring],
+        seal_keys: Callable[[], KeySet],
         *,
         retry_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.ttl = ttl
-        self._keyring = keyring
+        self._seal_keys = seal_keys
+        #: the keyring derived from the seal key's cached keyset, until that keyset changes
+        self._derived: tuple[KeySet, Keyring] | None = None
         self._retry_after = retry_after
         self._clock = clock
         self._down_until = 0.0
@@ -333,9 +324,13 @@ class RedisStore:
         """The seal keys; a seal key that cannot be read is the cache's problem, never the
         request's (it goes upstream)."""
         try:
-            return self._keyring()
+            keyset = self._seal_keys()
         except KeyvaultError as exc:
             raise StoreError(f"the seal key cannot be read ({type(exc).__name__})") from None
+        derived = self._derived
+        if derived is None or derived[0] is not keyset:  # derived once per keyset, not per call
+            derived = self._derived = (keyset, seal_keyring(keyset))
+        return derived[1]
 
     def _open(self, raw: bytes, key: str) -> bytes:
         key_id, nonce, ciphertext = msgspec.msgpack.decode(raw)
