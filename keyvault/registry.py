@@ -335,14 +335,15 @@ class KeyVault:
         header: str = "Authorization",
         settings: ClientSettings | None = None,
         cache: CacheSettings | None = None,
-        limits: LimitSettings | None = None,
+        key_limits: LimitSettings | None = None,
         **httpx_options: Any,
     ) -> KeyvaultClient:
         """A ready ``httpx.Client`` that always sends key ``name``'s current primary in
-        ``header`` (``Authorization: Bearer`` by default). Every other httpx option passes
-        through (``base_url``, ``proxy``, ``verify``, ``limits``, ``event_hooks``,
-        ``transport``...)."""
-        client = self._build(name, header, settings, cache, limits, False, httpx_options)
+        ``header`` (``Authorization: Bearer`` by default). ``key_limits`` sets the key's one
+        limiter (the config's ``[client]`` limits otherwise). Every other httpx option passes
+        through (``base_url``, ``proxy``, ``verify``, ``limits`` — httpx's connection pool —,
+        ``event_hooks``, ``transport``...)."""
+        client = self._build(name, header, settings, cache, key_limits, False, httpx_options)
         return cast("KeyvaultClient", client)
 
     def async_client(
@@ -352,12 +353,12 @@ class KeyVault:
         header: str = "Authorization",
         settings: ClientSettings | None = None,
         cache: CacheSettings | None = None,
-        limits: LimitSettings | None = None,
+        key_limits: LimitSettings | None = None,
         **httpx_options: Any,
     ) -> AsyncKeyvaultClient:
         """The ``httpx.AsyncClient`` twin of :meth:`client`; it shares the key's limiter
         with every sync client, and works from any event loop."""
-        client = self._build(name, header, settings, cache, limits, True, httpx_options)
+        client = self._build(name, header, settings, cache, key_limits, True, httpx_options)
         return cast("AsyncKeyvaultClient", client)
 
     def _build(
@@ -366,7 +367,7 @@ class KeyVault:
         header: str,
         settings: ClientSettings | None,
         cache: CacheSettings | None,
-        limits: LimitSettings | None,
+        key_limits: LimitSettings | None,
         asynchronous: bool,
         httpx_options: dict[str, Any],
     ) -> Any:
@@ -375,7 +376,7 @@ class KeyVault:
         httpx_options.setdefault("timeout", self._timeout(DEFAULT_READ_TIMEOUT))
         return build_client(
             self.cache(name, cache),
-            self.limiter(name, limits),
+            self.limiter(name, key_limits),
             name,
             settings=settings or self.client_settings(header),
             asynchronous=asynchronous,

@@ -351,6 +351,19 @@ def test_max_queue_and_queue_timeout_from_the_config(
     assert vendor.state.requests == 1
 
 
+def test_httpx_limits_still_mean_the_connection_pool(kv: KeyVault, slow_key: str) -> None:
+    """``limits=`` is httpx's connection-pool option and passes through; the key's limit is
+    ``key_limits=``."""
+    import httpx
+
+    client = kv.client("api/key", limits=httpx.Limits(max_connections=2))
+    pool = client._transport._pool  # httpx's own pool, built from its limits
+    assert pool._max_connections == 2
+    kv.client("api/key", key_limits=LimitSettings(max_in_flight=5))  # the config's: accepted
+    with pytest.raises(ConfigError, match="one key has one limit"):
+        kv.client("api/key", key_limits=LimitSettings(max_in_flight=2))
+
+
 def test_one_key_has_one_limit(kv: KeyVault) -> None:
     kv.limiter("api/key", LimitSettings(max_in_flight=3))
     assert kv.limiter("api/key").settings.max_in_flight == 3
