@@ -257,6 +257,33 @@ def test_twenty_identical_concurrent_requests_make_one_upstream_call(
     assert kinds.count("miss") == 1 and set(kinds) <= {"miss", "merged", "hit"}
 
 
+def test_a_flight_that_ended_between_lookup_and_join_is_not_flown_again(
+    store: CountingProvider, vendor: VendorAPI, key: str
+) -> None:
+    """The window merging alone cannot close: this request's lookup missed, then an
+    identical flight stored its answer and ended before this request looked for it. The
+    leader asks the store once more before it sends."""
+    kv = cached_kv(store)
+    client = kv.client("api/key", base_url=vendor.url)
+    cache = kv.response_cache()
+    assert cache is not None
+    real_get = cache.store.get
+    answer = StoredResponse(200, (("content-type", "application/json"),), b'{"id": "msg_other"}')
+    lookups = []
+
+    def get_then_other_flight_lands(entry: str) -> StoredResponse | None:
+        lookups.append(entry)
+        if len(lookups) == 1:  # the first lookup misses; meanwhile the other flight lands
+            cache.store.put(entry, answer)
+            return None
+        return real_get(entry)
+
+    cache.store.get = get_then_other_flight_lands  # type: ignore[method-assign]
+    response = client.post("/v1/messages", json=MESSAGE)
+    assert response.headers["x-keyvault-cache"] == "hit" and response.json()["id"] == "msg_other"
+    assert vendor.state.requests == 0 and len(lookups) == 2
+
+
 def test_a_merged_request_shares_the_leaders_error_answer(
     store: CountingProvider, vendor: VendorAPI, key: str
 ) -> None:

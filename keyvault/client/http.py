@@ -180,6 +180,16 @@ class Resilience:
                 return rebuild(shared, request, "merged")
             # the leader had nothing to share (a stream, or it was cancelled): lead anew
         try:
+            # asked again as the leader: an identical flight may have stored its answer and
+            # ended between the first lookup and the join
+            stored = yield Step.GET, key
+        except StoreError:
+            stored = None
+        if stored is not None:
+            cache.flights.land(key, flight, stored)
+            self.metrics.cache("hit")
+            return rebuild(stored, request, "hit")
+        try:
             response = yield Step.SEND, None
             if not _shareable(response):
                 cache.flights.land(key, flight, None)
