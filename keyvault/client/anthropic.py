@@ -76,6 +76,8 @@ class _GuardedClient(httpx2.Client):
 
     def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         parent = super().send
+        if self.resilience.responses is None:
+            return self.resilience.run(request, lambda: parent(request, **kwargs))
         rebuild = rebuilder(kwargs.get("stream", False), httpx2)
         response: httpx2.Response = self.resilience.send(
             request, lambda: parent(request, **kwargs), rebuild
