@@ -154,7 +154,7 @@ class RetryConfig(Strict, frozen=True):
     for a payments API)."""
 
     attempts: Annotated[int, Meta(ge=1, le=10)] = 3
-    backoff: Duration = Duration.of(seconds=1)
+    backoff: Duration = Duration(seconds=1)
     statuses: list[Annotated[int, Meta(ge=400, le=599)]] = field(
         default_factory=lambda: [429, 502, 503, 504, 529]
     )
@@ -172,7 +172,7 @@ class ResponseCacheConfig(Strict, frozen=True):
 
     backend: str = "memory"
     url: str | None = None
-    ttl: Duration = Duration.of(minutes=10)
+    ttl: Duration = Duration(minutes=10)
     max_entries: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
     paths: list[str] = field(default_factory=list)
     #: request headers that change the answer, part of every entry's key
@@ -208,15 +208,15 @@ class ClientConfig(Strict, frozen=True):
     """The thin client's defaults: the key cache (whose TTL also bounds the shortest safe
     grace), timeouts, retries and the per-key limit on requests in flight."""
 
-    cache_ttl: Duration = Duration.of(minutes=5)
-    max_stale: Duration = Duration.of(hours=1)
-    connect_timeout: Duration = Duration.of(seconds=5)
+    cache_ttl: Duration = Duration(minutes=5)
+    max_stale: Duration = Duration(hours=1)
+    connect_timeout: Duration = Duration(seconds=5)
     #: read timeout of kv.client; kv.anthropic keeps the SDK's own (10 min, sized for long
     #: generations) unless this is set
     timeout: Duration | None = None
     max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 5
     max_queue: Annotated[int, Meta(ge=0, le=100_000)] = 100
-    queue_timeout: Duration = Duration.of(seconds=60)
+    queue_timeout: Duration = Duration(seconds=60)
     retry: RetryConfig = field(default_factory=RetryConfig)
     response_cache: ResponseCacheConfig | None = None
 

@@ -30,11 +30,8 @@ class Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class Duration(timedelta):
-    """A duration written as people write them (``90d``, ``12h``); a timedelta in code."""
-
-    @classmethod
-    def of(cls, **parts: float) -> Duration:
-        return cls(**parts)
+    """A duration written as people write them (``90d``, ``12h``); a timedelta in code.
+    Its own type only so that msgspec hands its values to :func:`_decode`."""
 
 
 class KeyName(str):

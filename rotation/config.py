@@ -92,9 +92,9 @@ class WindowConfig(Strict, frozen=True):
 
 
 class PolicyConfig(Strict, frozen=True):
-    max_age: Duration = Duration.of(days=90)
+    max_age: Duration = Duration(days=90)
     warn_age: Duration | None = None
-    grace: Duration = Duration.of(days=7)
+    grace: Duration = Duration(days=7)
     window: WindowConfig | None = None
 
     def __post_init__(self) -> None:
@@ -206,7 +206,7 @@ class NotifyConfig(Strict, frozen=True):
     #: a keyvault key whose value signs every delivery (HMAC-SHA256 over timestamp and body)
     signing_key: KeyName | None = None
     retries: Annotated[int, Meta(ge=0, le=10)] = 3  # after a failure or a 5xx, with backoff
-    backoff: Duration = Duration.of(seconds=1)  # doubled after each retry
+    backoff: Duration = Duration(seconds=1)  # doubled after each retry
 
 
 #: sweeps closer than this would hammer the backends for nothing: keys age in days
@@ -225,12 +225,12 @@ def check_interval(value: timedelta) -> timedelta:
 class ServiceConfig(Strict, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=1, le=65535)] = 9464
-    interval: Duration = Duration.of(hours=1)
+    interval: Duration = Duration(hours=1)
     #: keys a sweep advances at once (reads and issuer calls overlap; writes stay paced)
     sweep_concurrency: Annotated[int, Meta(ge=1, le=64)] = 4
     #: how long a rotation's claim (recorded before its issuer is asked) keeps other runners
     #: away; a crashed runner's rotation is resumed by the next run after this
-    claim_lease: Duration = Duration.of(minutes=10)
+    claim_lease: Duration = Duration(minutes=10)
 
     def __post_init__(self) -> None:
         try:

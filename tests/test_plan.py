@@ -12,9 +12,7 @@ from rotation.config import PolicyConfig
 from rotation.plan import Result, Step, plan
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-POLICY = PolicyConfig(
-    max_age=Duration.of(days=90), warn_age=Duration.of(days=80), grace=Duration.of(days=7)
-)
+POLICY = PolicyConfig(max_age=Duration(days=90), warn_age=Duration(days=80), grace=Duration(days=7))
 
 
 def key(
