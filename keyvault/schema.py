@@ -86,9 +86,19 @@ class Problems:
         return None
 
 
+def shown(text: str) -> str:
+    """``text`` with anything unprintable escaped (names from the file go into messages)."""
+    if text.isprintable():
+        return text.replace('"', '\\"')
+    return text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
 def table_label(table: str, name: str) -> str:
-    shown = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
-    return f"[{table}.{shown}]"
+    """``[providers.local]``, or ``[keys."a/b"]``; control characters in a name are shown
+    escaped, so a config file cannot drive the terminal its errors are printed to."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return f"[{table}.{name}]"
+    return f'[{table}."{shown(name)}"]'
 
 
 _AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
@@ -120,7 +130,8 @@ def describe(exc: msgspec.ValidationError) -> str:
         message = f"unknown type {message.removeprefix('Invalid value ')}"
     if message.startswith("Expected "):  # msgspec's type errors, in the style of ours
         message = "e" + message[1:]
-    return f" {'.'.join(fields)}: {message}" if fields else f": {message}"
+    where = ".".join(shown(field) for field in fields)
+    return f" {where}: {message}" if fields else f": {message}"
 
 
 def named_tables(

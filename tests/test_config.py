@@ -241,3 +241,14 @@ def test_durations(text: str, seconds: int) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def test_names_from_the_file_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """A table or field name with control characters (ESC sequences) is shown escaped in
+    the error, never raw."""
+    text = '[providers."lo\\u001b[31mcal"]\ntype = "file"\n"pa\\u0007th" = "x"\n'
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, text))
+    message = str(excinfo.value)
+    assert "\x1b" not in message and "\x07" not in message
+    assert '[providers."lo\\x1b[31mcal"] pa\\x07th: unknown field' in message
