@@ -15,11 +15,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,7 +36,30 @@ from keyvault.registry import KeyVault
 from keyvault.secret import SecretValue
 from rotation.config import parse_config
 from rotation.tokens import generate_token
-from tests.vendor_api import VendorAPI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def vendor_process(*keys: str) -> Iterator[str]:
+    """The loopback vendor in a process of its own (its URL): a server thread in this
+    process would take the GIL from the client being measured, counting its CPU twice."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.vendor_api"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("".join(f"{key}\n" for key in keys) + "\n")
+    proc.stdin.flush()
+    url = proc.stdout.readline().strip()
+    try:
+        yield url
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
 
 
 def per_call(stmt: object, number: int) -> float:
@@ -89,9 +115,9 @@ def requests_per_second(client: httpx.Client, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def bench_http(kv: KeyVault, vendor: VendorAPI, raw: str, count: int, rounds: int) -> None:
-    plain = httpx.Client(base_url=vendor.url, headers={"x-api-key": raw})
-    ours = kv.client("api/key", base_url=vendor.url, header="x-api-key")
+def bench_http(kv: KeyVault, url: str, raw: str, count: int, rounds: int) -> None:
+    plain = httpx.Client(base_url=url, headers={"x-api-key": raw})
+    ours = kv.client("api/key", base_url=url, header="x-api-key")
     for client in (plain, ours):
         requests_per_second(client, 50)  # warm the connection
     best_plain = best_ours = 0.0
@@ -172,9 +198,9 @@ def bench_overhead(kv: KeyVault, raw: str) -> None:
     )
 
 
-def bench_anthropic(kv: KeyVault, vendor: VendorAPI, raw: str, count: int, rounds: int) -> None:
-    plain = anthropic.Anthropic(api_key=raw, base_url=vendor.url)
-    ours = kv.anthropic("api/key", base_url=vendor.url)
+def bench_anthropic(kv: KeyVault, url: str, raw: str, count: int, rounds: int) -> None:
+    plain = anthropic.Anthropic(api_key=raw, base_url=url)
+    ours = kv.anthropic("api/key", base_url=url)
     messages = [{"role": "user", "content": "hi"}]
 
     def rate(client: anthropic.Anthropic) -> float:
@@ -196,13 +222,11 @@ def bench_anthropic(kv: KeyVault, vendor: VendorAPI, raw: str, count: int, round
     )
 
 
-def bench_async_anthropic(
-    kv: KeyVault, vendor: VendorAPI, raw: str, count: int, rounds: int
-) -> None:
+def bench_async_anthropic(kv: KeyVault, url: str, raw: str, count: int, rounds: int) -> None:
     import asyncio
 
-    plain = anthropic.AsyncAnthropic(api_key=raw, base_url=vendor.url)
-    ours = kv.async_anthropic("api/key", base_url=vendor.url)
+    plain = anthropic.AsyncAnthropic(api_key=raw, base_url=url)
+    ours = kv.async_anthropic("api/key", base_url=url)
     messages = [{"role": "user", "content": "hi"}]
 
     async def rate(client: anthropic.AsyncAnthropic) -> float:
@@ -228,7 +252,7 @@ def bench_async_anthropic(
     )
 
 
-def bench_limiter(kv: KeyVault, vendor: VendorAPI, raw: str) -> None:
+def bench_limiter(kv: KeyVault, url: str, raw: str) -> None:
     limiter = kv.limiter("api/key")
 
     def slot() -> None:
@@ -236,7 +260,7 @@ def bench_limiter(kv: KeyVault, vendor: VendorAPI, raw: str) -> None:
         limiter.release()
 
     ours = per_call(slot, 100_000)
-    plain = httpx.Client(base_url=vendor.url, headers={"x-api-key": raw})
+    plain = httpx.Client(base_url=url, headers={"x-api-key": raw})
     requests_per_second(plain, 50)
     request = 1 / requests_per_second(plain, 500)
     print("the per-key limiter, uncontended")
@@ -262,17 +286,15 @@ def main() -> None:
         )
         raw = generate_token()
         store.create("api/key", SecretValue(raw))
-        vendor = VendorAPI().start()
-        vendor.state.add_key(raw)
         try:
             bench_cache(kv)
-            bench_http(kv, vendor, raw, args.requests, args.rounds)
-            bench_overhead(kv, raw)
-            bench_anthropic(kv, vendor, raw, max(50, args.requests // 4), args.rounds)
-            bench_async_anthropic(kv, vendor, raw, max(50, args.requests // 4), args.rounds)
-            bench_limiter(kv, vendor, raw)
+            with vendor_process(raw) as url:
+                bench_http(kv, url, raw, args.requests, args.rounds)
+                bench_overhead(kv, raw)
+                bench_anthropic(kv, url, raw, max(50, args.requests // 4), args.rounds)
+                bench_async_anthropic(kv, url, raw, max(50, args.requests // 4), args.rounds)
+                bench_limiter(kv, url, raw)
         finally:
-            vendor.stop()
             store.close()
 
 

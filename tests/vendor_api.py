@@ -334,3 +334,23 @@ class VendorAPI:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def main() -> None:
+    """The vendor in a process of its own, for benchmarks whose client must not share a GIL
+    with the server: valid keys come on stdin, one a line, until a blank line; it prints its
+    URL and serves until stdin closes."""
+    import sys
+
+    vendor = VendorAPI().start()
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        vendor.state.add_key(line.strip())
+    print(vendor.url, flush=True)
+    sys.stdin.read()  # until the parent closes it
+    vendor.stop()
+
+
+if __name__ == "__main__":
+    main()
