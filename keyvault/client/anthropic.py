@@ -29,7 +29,7 @@ from keyvault.client.auth import (
     key_flow,
 )
 from keyvault.client.cache import KeyCache
-from keyvault.client.http import Resilience, rebuilder
+from keyvault.client.http import Resilience
 from keyvault.client.limiter import KeyLimiter
 from keyvault.client.loops import LoopSafeTransports
 from keyvault.client.resilience import NO_RETRIES, TransportErrors
@@ -76,11 +76,8 @@ class _GuardedClient(httpx2.Client):
 
     def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         parent = super().send
-        if self.resilience.responses is None:
-            return self.resilience.run(request, lambda: parent(request, **kwargs))
-        rebuild = rebuilder(kwargs.get("stream", False), httpx2)
         response: httpx2.Response = self.resilience.send(
-            request, lambda: parent(request, **kwargs), rebuild
+            request, lambda: parent(request, **kwargs), kwargs.get("stream", False)
         )
         return response
 
@@ -94,9 +91,8 @@ class _AsyncGuardedClient(LoopSafeTransports, httpx2.AsyncClient):
 
     async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         parent = super().send
-        rebuild = rebuilder(kwargs.get("stream", False), httpx2)
         response: httpx2.Response = await self.resilience.send_async(
-            request, lambda: parent(request, **kwargs), rebuild
+            request, lambda: parent(request, **kwargs), kwargs.get("stream", False)
         )
         return response
 
@@ -126,7 +122,9 @@ def build_anthropic(
         breaker_threshold=breaker_threshold,
         breaker_cooldown=breaker_cooldown,
     )
-    resilience = resilience_for(name, settings, limiter, responses, errors=HTTPX2_ERRORS)
+    resilience = resilience_for(
+        name, settings, limiter, responses, errors=HTTPX2_ERRORS, http=httpx2
+    )
     if asynchronous:
         async_client = _AsyncGuardedClient(
             resilience=resilience, auth=AsyncKeyAuth2(keys, name), **(http_options or {})

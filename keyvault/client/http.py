@@ -79,6 +79,8 @@ class Resilience:
     metrics: ClientMetrics
     limiter: KeyLimiter
     errors: TransportErrors = HTTPX_ERRORS
+    #: the HTTP library whose responses this client returns (httpx, or the SDK's httpx2)
+    http: Any = httpx
     #: the response cache and request merging (None: off, the default)
     responses: ResponseCache | None = None
     sleep: Callable[[float], None] = time.sleep
@@ -149,9 +151,7 @@ class Resilience:
 
     # the response cache and merging, around the limited, retried send ------------------------
 
-    def _through_cache(
-        self, request: Any, rebuild: Rebuild
-    ) -> Generator[tuple[Step, Any], Any, Any]:
+    def _through_cache(self, request: Any, streamed: bool) -> Generator[tuple[Step, Any], Any, Any]:
         """The cache and merging without I/O, as :meth:`_attempts` is the retry loop: it
         yields what to do (send through the limit and retries, ask or fill the store, wait
         for a flight, read a body) and the sync and async drivers do it. A hit and a merged
@@ -162,6 +162,7 @@ class Resilience:
         key = cache.key_for(request, self.metrics.key) if cache is not None else None
         if cache is None or key is None:
             return (yield Step.SEND, None)
+        rebuild = rebuilder(streamed, self.http)
         try:
             stored = yield Step.GET, key
         except StoreError:
@@ -211,11 +212,11 @@ class Resilience:
         self.metrics.cache("miss")
         return rebuild(stored, request, "miss")
 
-    def send(self, request: Any, send_once: Callable[[], Any], rebuild: Rebuild) -> Any:
+    def send(self, request: Any, send_once: Callable[[], Any], streamed: bool = False) -> Any:
         """:meth:`run` behind the response cache (when one is configured)."""
         if self.responses is None:  # the common case: no flow to drive
             return self.run(request, send_once)
-        steps = self._through_cache(request, rebuild)
+        steps = self._through_cache(request, streamed)
         reply: Any = None
         error: BaseException | None = None
         while True:
@@ -239,11 +240,11 @@ class Resilience:
                 error = exc
 
     async def send_async(
-        self, request: Any, send_once: Callable[[], Awaitable[Any]], rebuild: Rebuild
+        self, request: Any, send_once: Callable[[], Awaitable[Any]], streamed: bool = False
     ) -> Any:
         if self.responses is None:
             return await self.run_async(request, send_once)
-        steps = self._through_cache(request, rebuild)
+        steps = self._through_cache(request, streamed)
         reply: Any = None
         error: BaseException | None = None
         while True:
@@ -381,10 +382,8 @@ class KeyvaultClient(httpx.Client):
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         parent = super().send
-        if self.resilience.responses is None:
-            return self.resilience.run(request, lambda: parent(request, **kwargs))
         response: httpx.Response = self.resilience.send(
-            request, lambda: parent(request, **kwargs), rebuilder(kwargs.get("stream", False))
+            request, lambda: parent(request, **kwargs), kwargs.get("stream", False)
         )
         return response
 
@@ -400,6 +399,6 @@ class AsyncKeyvaultClient(LoopSafeTransports, httpx.AsyncClient):
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         parent = super().send
         response: httpx.Response = await self.resilience.send_async(
-            request, lambda: parent(request, **kwargs), rebuilder(kwargs.get("stream", False))
+            request, lambda: parent(request, **kwargs), kwargs.get("stream", False)
         )
         return response
