@@ -16,7 +16,7 @@ import msgspec
 
 from keyvault.access import ChainedFile, reading
 from keyvault.config import Config, find_config, load_config
-from keyvault.errors import ConfigError, KeyvaultError
+from keyvault.errors import ConfigError, KeyNotFoundError, KeyvaultError
 from keyvault.extras import missing_extra
 from keyvault.model import (
     BrokenKey,
@@ -296,7 +296,13 @@ class KeyVault:
                     f'{self.config.label}: [client.response_cache] backend = "redis"', "redis"
                 ) from None
             seal_key = settings.seal_key
-            self.keyset(seal_key)  # a missing seal key fails here, not on the first request
+            try:  # a missing seal key fails here, naming what it is for
+                self.keyset(seal_key)
+            except KeyNotFoundError as exc:
+                raise KeyNotFoundError(
+                    f"{self.config.label}: [client.response_cache] seal_key: {exc} (create it "
+                    f"with `keyvault put {seal_key} --generate`)"
+                ) from None
             client = redis.Redis.from_url(
                 settings.url, socket_timeout=0.5, socket_connect_timeout=0.5
             )

@@ -568,3 +568,17 @@ def test_entries_outlive_a_seal_key_rotation_until_the_old_key_is_retired(
     assert client.post("/v1/messages", json=MESSAGE).headers["x-keyvault-cache"] == "miss"
     assert client.post("/v1/messages", json=MESSAGE).headers["x-keyvault-cache"] == "hit"
     assert vendor.state.requests == 2
+
+
+def test_a_missing_seal_key_is_named_for_what_it_is(
+    tmp_path: Path, vendor: VendorAPI, redis_server: Any
+) -> None:
+    from keyvault.errors import KeyNotFoundError
+    from tests.conftest import prepare_workdir
+
+    config = redis_config(tmp_path, vendor, redis_server.url)
+    prepare_workdir(tmp_path, config.read_text())
+    kv = keyvault_load(config)
+    kv.provider("local").create("api/key", SecretValue(canary()))
+    with pytest.raises(KeyNotFoundError, match=r"\[client.response_cache\] seal_key: .*cache/seal"):
+        kv.client("api/key", base_url=vendor.url)
